@@ -1,0 +1,24 @@
+"""minigrad: a small, readable reverse-mode autograd engine on NumPy.
+
+    import minigrad as mg
+    x = mg.Tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward()          # x.grad == [2., 4.]
+
+Layout: ``tensor`` (the Tensor and creation helpers), ``autograd`` (the tape,
+reverse mode, grad modes), ``ops`` (every primitive beside its VJP rule),
+``functional`` (losses built from ops), ``nn``, ``optim``, ``serialization``,
+and ``testing`` (gradcheck and Hypothesis strategies; imported on demand).
+"""
+from . import ops  # noqa: F401  (binds the operators and methods onto Tensor)
+from .autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad, tape
+from .ops import (
+    abs, add, astype, broadcast_to, chunk, clip, concatenate, div, exp, expand_dims, flip, log, matmul,
+    max, maximum, mean, min, minimum, mul, neg, pow, relu, reshape, sigmoid, split, sqrt, squeeze, stack, sub,
+    sum, sum_to, swapaxes, tanh, transpose, var, where,
+)
+from .tensor import Tensor, arange, grad, ones, ones_like, rand, randn, tensor, uniform, zeros, zeros_like
+from . import functional  # noqa: E402
+from .serialization import load, save  # noqa: E402
+
+__version__ = "0.1.0"

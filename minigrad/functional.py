@@ -1,0 +1,142 @@
+"""Losses and activations built from minigrad ops (no VJP rules of their own).
+
+All are numerically stable: the log-sum-exp trick keeps logits of magnitude
+1e4 finite in value and gradient, with no NumPy warnings.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import ops
+from .tensor import Tensor, _rng
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _shift(x: Tensor, axis) -> np.ndarray:
+    """The max over ``axis`` (kept dims) as a constant: subtracting it keeps exp() <= 1."""
+    m = np.max(x.data, axis=axis, keepdims=True)
+    return np.where(np.isfinite(m), m, 0)  # an all -inf row stays -inf, not NaN
+
+
+def logsumexp(x: Tensor, axis=-1, keepdims: bool = False) -> Tensor:
+    """log(sum(exp(x), axis)), stably (``scipy.special.logsumexp``). ``axis=None`` reduces everything."""
+    x = ops._operand(x)
+    m = _shift(x, axis)
+    out = ops.log(ops.sum(ops.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else ops.squeeze(out, axis) if axis is not None else ops.reshape(out, ())
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """exp(x) / sum(exp(x)) along ``axis``, stably."""
+    x = ops._operand(x)
+    e = ops.exp(x - _shift(x, axis))
+    return e / ops.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """x - logsumexp(x) along ``axis``: log-probabilities, stably."""
+    return x - logsumexp(x, axis=axis, keepdims=True)
+
+
+def _reduce(loss: Tensor, reduction: str, where: str, count=None) -> Tensor:
+    if reduction == "none":
+        return loss
+    total = ops.sum(loss)
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / (loss.size if count is None else count)
+    raise ValueError(f"{where}: reduction must be one of {_REDUCTIONS}; got {reduction!r}")
+
+
+def cross_entropy(logits: Tensor, target, ignore_index=None, reduction: str = "mean") -> Tensor:
+    """Softmax cross-entropy over the class axis -1, as ``torch.nn.functional.cross_entropy``.
+
+    Args:
+        logits: float (..., C) unnormalized scores.
+        target: integer class indices of shape ``logits.shape[:-1]``, values in [0, C).
+        ignore_index: a target value whose positions contribute neither loss nor gradient
+            (``"mean"`` then averages over the other positions, as PyTorch).
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (loss per position, shape of ``target``).
+
+    Returns the loss in nats.
+
+    Raises:
+        ValueError: target shape != logits.shape[:-1], non-integer targets, a class index out
+            of range, or an unknown reduction.
+    """
+    logits = ops._operand(logits)
+    target = np.asarray(target.data if isinstance(target, Tensor) else target)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}; got {reduction!r}")
+    if logits.ndim == 0 or target.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"cross_entropy: logits of shape {logits.shape} need a target of shape {logits.shape[:-1]} "
+            f"(class axis -1); got target shape {target.shape}"
+        )
+    if target.dtype.kind not in "iu":
+        raise ValueError(f"cross_entropy: target must hold integer class indices; got dtype {target.dtype}")
+    n_classes = logits.shape[-1]
+    target = target.reshape(-1)
+    valid = np.ones(target.shape, dtype=bool) if ignore_index is None else target != ignore_index
+    if np.any((target[valid] < 0) | (target[valid] >= n_classes)):
+        bad = target[valid][(target[valid] < 0) | (target[valid] >= n_classes)][0]
+        raise ValueError(f"cross_entropy: target {bad} is out of range for {n_classes} classes")
+    logp = ops.reshape(log_softmax(logits, axis=-1), (-1, n_classes))
+    picked = logp[np.arange(target.size), np.where(valid, target, 0)]
+    loss = -picked if ignore_index is None else ops.where(valid, -picked, 0)
+    loss = ops.reshape(loss, logits.shape[:-1])
+    return _reduce(loss, reduction, "cross_entropy", count=int(valid.sum()) if ignore_index is not None else None)
+
+
+def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:  # noqa: A002 - PyTorch's name
+    """Mean squared error, as ``torch.nn.functional.mse_loss``. Raises ValueError if the shapes differ."""
+    input = ops._operand(input)
+    target = ops._operand(target, input)
+    if input.shape != target.shape:
+        raise ValueError(f"mse_loss: input shape {input.shape} and target shape {target.shape} must be equal")
+    diff = input - target
+    return _reduce(diff * diff, reduction, "mse_loss")
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng=None) -> Tensor:
+    """Zero each element with probability ``p`` and scale the rest by 1/(1-p) (inverted dropout,
+    Srivastava et al. 2014; as ``torch.nn.functional.dropout``). Identity when not training.
+
+    ``rng`` is a ``numpy.random.Generator`` (fresh if None). Raises ValueError unless 0 <= p <= 1.
+    """
+    if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise ValueError(f"dropout: probability p must be in [0, 1]; got {p}")
+    x = ops._operand(x)
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return x * 0
+    keep = _rng(rng).random(x.shape) >= p
+    return x * Tensor._wrap(keep.astype(x.dtype) / np.asarray(1 - p, dtype=x.dtype))
+
+
+def embedding(weight: Tensor, indices, padding_idx=None) -> Tensor:
+    """Rows of ``weight`` (V, D) picked by integer ``indices`` (any shape) -> (*indices.shape, D).
+
+    As ``torch.nn.functional.embedding``: repeated indices accumulate gradient;
+    positions equal to ``padding_idx`` pass no gradient to that row.
+
+    Raises:
+        ValueError: non-integer indices, or an index outside [0, V).
+    """
+    indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+    if indices.dtype.kind not in "iu":
+        raise ValueError(f"embedding: indices must be integers; got dtype {indices.dtype}")
+    n = weight.shape[0]
+    if indices.size and (indices.min() < 0 or indices.max() >= n):
+        bad = indices.min() if indices.min() < 0 else indices.max()
+        raise ValueError(f"embedding: index {bad} is out of range for a table of {n} rows (weight shape {weight.shape})")
+    rows = weight[indices]
+    if padding_idx is None:
+        return rows
+    padded = (indices == padding_idx)[..., None]
+    return ops.where(padded, Tensor._wrap(weight.data[indices]), rows)

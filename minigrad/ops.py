@@ -1,0 +1,651 @@
+"""The differentiable ops, each forward beside its vector-Jacobian product (VJP).
+
+A VJP rule ``rule(g, ans, *inputs, **params)`` maps the cotangent ``g`` of the
+output ``ans`` to the cotangent of one input.  Rules are written with the ops
+of this module, so the backward pass can itself be recorded and differentiated
+(``create_graph=True``).  Broadcasting inputs get their cotangent summed back
+to their own shape with :func:`sum_to` (HIPS autograd's ``unbroadcast``).
+
+Ops that are compositions of other ops (``mean``, ``var``, ``stack``,
+``split``, ...) need no rule of their own.
+"""
+from __future__ import annotations
+
+import builtins
+import numbers
+
+import numpy as np
+
+from .autograd import Op
+from .tensor import Tensor, _NUMERIC_KINDS
+
+_make = Tensor._make
+_wrap = Tensor._wrap
+
+
+# ----------------------------------------------------------------------------- operands
+def _operand(x, like: Tensor | None = None) -> Tensor:
+    """Turn a scalar or array operand into a constant tensor; a Python scalar takes ``like``'s dtype
+    when that is floating point, so ``float32_tensor * 2.0`` stays float32 (NumPy's weak scalars)."""
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and isinstance(x, numbers.Real) and like._data.dtype.kind == "f":
+        return _wrap(np.asarray(x, dtype=like._data.dtype))
+    array = np.asarray(x)
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"expected a Tensor, array or number; got {type(x).__name__} (dtype {array.dtype})")
+    return _wrap(array)
+
+
+def _binary(op: Op, fn, x, y) -> Tensor:
+    if type(x) is not Tensor:
+        x = _operand(x, y if isinstance(y, Tensor) else None)
+    if type(y) is not Tensor:
+        y = _operand(y, x)
+    try:
+        data = fn(x._data, y._data)
+    except ValueError:
+        raise ValueError(
+            f"{op.name}: shapes {x.shape} and {y.shape} cannot be broadcast together "
+            "(expected trailing dimensions that are equal or 1)"
+        ) from None
+    return _make(op, data, (x, y))
+
+
+def _unary(op: Op, fn, x, **params) -> Tensor:
+    if type(x) is not Tensor:
+        x = _operand(x)
+    return _make(op, fn(x._data), (x,), params)
+
+
+def _normalize_axis(axis, ndim: int, op: str) -> tuple | None:
+    """Axis (int, tuple or None) as a sorted tuple of non-negative ints; a clear error if out of range."""
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+# ----------------------------------------------------------------------------- broadcasting
+def _sum_to_array(a: np.ndarray, shape: tuple) -> np.ndarray:
+    lead = a.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and a.shape[lead + i] != 1)
+    return (a.sum(axis=axes) if axes else a).reshape(shape)
+
+
+SUM_TO = Op("sum_to", lambda g, ans, x: broadcast_to(g, x.shape))
+BROADCAST_TO = Op("broadcast_to", lambda g, ans, x: sum_to(g, x.shape))
+
+
+def sum_to(x: Tensor, shape) -> Tensor:
+    """Sum ``x`` over broadcast dimensions down to ``shape`` (the adjoint of :func:`broadcast_to`)."""
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    return _make(SUM_TO, _sum_to_array(x._data, shape), (x,))
+
+
+def broadcast_to(x, shape) -> Tensor:
+    """As ``np.broadcast_to`` (a read-only view). Raises ValueError if the shapes are incompatible."""
+    x, shape = _operand(x), tuple(shape)
+    if x.shape == shape:
+        return x
+    try:
+        data = np.broadcast_to(x._data, shape)
+    except ValueError:
+        raise ValueError(f"broadcast_to: cannot broadcast a tensor of shape {x.shape} to shape {shape}") from None
+    return _make(BROADCAST_TO, data, (x,))
+
+
+# ----------------------------------------------------------------------------- arithmetic
+ADD = Op("add", lambda g, ans, x, y: sum_to(g, x.shape), lambda g, ans, x, y: sum_to(g, y.shape))
+SUB = Op("sub", lambda g, ans, x, y: sum_to(g, x.shape), lambda g, ans, x, y: sum_to(-g, y.shape))
+MUL = Op("mul", lambda g, ans, x, y: sum_to(g * y, x.shape), lambda g, ans, x, y: sum_to(g * x, y.shape))
+DIV = Op("div", lambda g, ans, x, y: sum_to(g / y, x.shape), lambda g, ans, x, y: sum_to(-g * ans / y, y.shape))
+NEG = Op("neg", lambda g, ans, x: -g)
+
+
+def _safe_log(x: Tensor) -> Tensor:
+    """log(x) where x > 0, else 0: d(x**y)/dy at x <= 0 is taken as 0 instead of NaN."""
+    positive = x._data > 0
+    return where(positive, log(where(positive, x, 1)), 0)
+
+
+POW = Op(
+    "pow",
+    lambda g, ans, x, y: sum_to(g * y * x ** (y - 1), x.shape),
+    lambda g, ans, x, y: sum_to(g * ans * _safe_log(x), y.shape),
+)
+
+
+def add(x, y) -> Tensor:
+    """x + y with NumPy broadcasting."""
+    return _binary(ADD, np.add, x, y)
+
+
+def sub(x, y) -> Tensor:
+    """x - y with NumPy broadcasting."""
+    return _binary(SUB, np.subtract, x, y)
+
+
+def mul(x, y) -> Tensor:
+    """x * y with NumPy broadcasting."""
+    return _binary(MUL, np.multiply, x, y)
+
+
+def div(x, y) -> Tensor:
+    """x / y with NumPy broadcasting (true division)."""
+    return _binary(DIV, np.true_divide, x, y)
+
+
+def pow(x, y) -> Tensor:  # noqa: A001 - the field's name for it
+    """x ** y with NumPy broadcasting; d/dy uses log(x), taken as 0 where x <= 0."""
+    return _binary(POW, np.power, x, y)
+
+
+def neg(x) -> Tensor:
+    """-x."""
+    return _unary(NEG, np.negative, x)
+
+
+# ----------------------------------------------------------------------------- matmul
+def _mT(x: Tensor) -> Tensor:
+    """Swap the last two axes (the matrix transpose of a batch of matrices)."""
+    axes = list(range(x.ndim))
+    axes[-2], axes[-1] = axes[-1], axes[-2]
+    return transpose(x, *axes)
+
+
+MATMUL = Op(
+    "matmul",
+    lambda g, ans, x, y: sum_to(g @ _mT(y), x.shape),
+    lambda g, ans, x, y: sum_to(_mT(x) @ g, y.shape),
+)
+
+
+def matmul(x, y) -> Tensor:
+    """Matrix product as ``np.matmul``: 1-D, 2-D and batched operands with broadcast batch dimensions.
+
+    Raises:
+        ValueError: a 0-d operand, or inner dimensions that differ (names both shapes).
+    """
+    x, y = _operand(x, y if isinstance(y, Tensor) else None), _operand(y, x if isinstance(x, Tensor) else None)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(f"matmul: operands must have at least 1 dimension; got shapes {x.shape} and {y.shape}")
+    if x.shape[-1] != y.shape[-2 if y.ndim > 1 else 0]:
+        raise ValueError(
+            f"matmul: shapes {x.shape} and {y.shape} are not aligned: expected x.shape[-1] == y.shape[-2] "
+            f"({x.shape[-1]} != {y.shape[-2 if y.ndim > 1 else 0]})"
+        )
+    if x.ndim == 1 or y.ndim == 1:  # vectors: promote to matrices, multiply, drop the added axis
+        xm = reshape(x, (1, -1)) if x.ndim == 1 else x
+        ym = reshape(y, (-1, 1)) if y.ndim == 1 else y
+        out = matmul(xm, ym)
+        shape = out.shape[:-1] if y.ndim == 1 else out.shape
+        if x.ndim == 1:
+            shape = shape[:-1] if y.ndim == 1 else shape[:-2] + shape[-1:]
+        return reshape(out, shape)
+    try:
+        data = np.matmul(x._data, y._data)
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions of shapes {x.shape} and {y.shape} cannot be broadcast") from None
+    return _make(MATMUL, data, (x, y))
+
+
+# ----------------------------------------------------------------------------- elementwise
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    # exp of a non-positive number never overflows: 1/(1+e^-x) for x >= 0, e^x/(1+e^x) below
+    z = np.exp(-np.abs(a))
+    out = 1 / (1 + z)
+    np.multiply(out, z, out=out, where=a < 0)
+    return out
+
+
+EXP = Op("exp", lambda g, ans, x: g * ans)
+LOG = Op("log", lambda g, ans, x: g / x)
+SQRT = Op("sqrt", lambda g, ans, x: g / (ans * 2))
+ABS = Op("abs", lambda g, ans, x: g * _wrap(np.sign(x._data)))
+# tanh and sigmoid get fused backward ops (as PyTorch's tanh_backward): one NumPy pass
+# instead of three tape ops per VJP, and still differentiable, by their own rules.
+def _tanh_backward_array(g, y):
+    out = y * y
+    np.subtract(1, out, out=out)
+    return np.multiply(out, g, out=out)
+
+
+def _sigmoid_backward_array(g, y):
+    out = 1 - y
+    out *= y
+    return np.multiply(out, g, out=out)
+
+
+TANH_BACKWARD = Op(  # g * (1 - y**2)
+    "tanh_backward",
+    lambda gg, ans, g, y: sum_to(tanh_backward(gg, y), g.shape),
+    lambda gg, ans, g, y: sum_to(gg * g * y * -2, y.shape),
+)
+SIGMOID_BACKWARD = Op(  # g * y * (1 - y)
+    "sigmoid_backward",
+    lambda gg, ans, g, y: sum_to(sigmoid_backward(gg, y), g.shape),
+    lambda gg, ans, g, y: sum_to(gg * g * (1 - y * 2), y.shape),
+)
+
+
+def tanh_backward(g, y) -> Tensor:
+    """The VJP of tanh written as one op: g * (1 - y**2) where y = tanh(x)."""
+    return _binary(TANH_BACKWARD, _tanh_backward_array, g, y)
+
+
+def sigmoid_backward(g, y) -> Tensor:
+    """The VJP of sigmoid written as one op: g * y * (1 - y) where y = sigmoid(x)."""
+    return _binary(SIGMOID_BACKWARD, _sigmoid_backward_array, g, y)
+
+
+TANH = Op("tanh", lambda g, ans, x: tanh_backward(g, ans))
+SIGMOID = Op("sigmoid", lambda g, ans, x: sigmoid_backward(g, ans))
+RELU = Op("relu", lambda g, ans, x: where(x._data > 0, g, 0))
+CLIP = Op("clip", lambda g, ans, x, min, max: where(_inside(x._data, min, max), g, 0))
+
+
+def _inside(a, lo, hi):
+    mask = np.ones(a.shape, dtype=bool)
+    if lo is not None:
+        mask &= a >= lo
+    if hi is not None:
+        mask &= a <= hi
+    return mask
+
+
+def exp(x) -> Tensor:
+    """Elementwise e**x."""
+    return _unary(EXP, np.exp, x)
+
+
+def log(x) -> Tensor:
+    """Elementwise natural logarithm (log(0) = -inf, negative -> NaN, as NumPy)."""
+    return _unary(LOG, np.log, x)
+
+
+def sqrt(x) -> Tensor:
+    """Elementwise square root."""
+    return _unary(SQRT, np.sqrt, x)
+
+
+def abs(x) -> Tensor:  # noqa: A001
+    """Elementwise |x|; its derivative at 0 is taken as 0 (as PyTorch)."""
+    return _unary(ABS, np.abs, x)
+
+
+def tanh(x) -> Tensor:
+    """Elementwise hyperbolic tangent."""
+    return _unary(TANH, np.tanh, x)
+
+
+def sigmoid(x) -> Tensor:
+    """Elementwise logistic function 1 / (1 + e**-x), computed without overflow for any finite x."""
+    return _unary(SIGMOID, _sigmoid, x)
+
+
+def relu(x) -> Tensor:
+    """Elementwise max(x, 0); derivative 0 at 0 (as PyTorch)."""
+    return _unary(RELU, lambda a: np.maximum(a, 0), x)
+
+
+def clip(x, min=None, max=None) -> Tensor:  # noqa: A002 - NumPy/PyTorch argument names
+    """Elementwise clamp to [min, max] (either may be None); the gradient passes where min <= x <= max."""
+    if min is None and max is None:
+        raise ValueError("clip: at least one of min and max must be given")
+    return _unary(CLIP, lambda a: np.clip(a, min, max), x, min=min, max=max)
+
+
+def _tie_weights(a, b, strict):
+    """How much of the cotangent goes to ``a``: 1 where it wins, 1/2 on ties (as PyTorch)."""
+    w = strict(a, b).astype(np.result_type(a, b))
+    w += 0.5 * (a == b)
+    return w
+
+
+MAXIMUM = Op(
+    "maximum",
+    lambda g, ans, x, y: sum_to(g * _wrap(_tie_weights(x._data, y._data, np.greater)), x.shape),
+    lambda g, ans, x, y: sum_to(g * _wrap(_tie_weights(y._data, x._data, np.greater)), y.shape),
+)
+MINIMUM = Op(
+    "minimum",
+    lambda g, ans, x, y: sum_to(g * _wrap(_tie_weights(x._data, y._data, np.less)), x.shape),
+    lambda g, ans, x, y: sum_to(g * _wrap(_tie_weights(y._data, x._data, np.less)), y.shape),
+)
+
+
+def maximum(x, y) -> Tensor:
+    """Elementwise maximum with broadcasting; ties split the gradient equally."""
+    return _binary(MAXIMUM, np.maximum, x, y)
+
+
+def minimum(x, y) -> Tensor:
+    """Elementwise minimum with broadcasting; ties split the gradient equally."""
+    return _binary(MINIMUM, np.minimum, x, y)
+
+
+WHERE = Op(
+    "where",
+    lambda g, ans, x, y, condition: sum_to(where(condition, g, 0), x.shape),
+    lambda g, ans, x, y, condition: sum_to(where(condition, 0, g), y.shape),
+)
+
+
+def where(condition, x, y) -> Tensor:
+    """Elementwise ``x if condition else y`` with broadcasting (``np.where``); no gradient flows to ``condition``."""
+    condition = np.asarray(condition._data if isinstance(condition, Tensor) else condition)
+    if condition.dtype != bool:
+        condition = condition.astype(bool)
+    x = _operand(x, y if isinstance(y, Tensor) else None)
+    y = _operand(y, x)
+    try:
+        data = np.where(condition, x._data, y._data)
+    except ValueError:
+        raise ValueError(
+            f"where: condition {condition.shape}, x {x.shape} and y {y.shape} cannot be broadcast together"
+        ) from None
+    return _make(WHERE, data, (x, y), {"condition": condition})
+
+
+# ----------------------------------------------------------------------------- reductions
+def _expand_reduced(g: Tensor, x: Tensor, axis, keepdims) -> Tensor:
+    """Broadcast the cotangent of a reduction back over the reduced axes of ``x``."""
+    if axis is not None and not keepdims:
+        shape = list(x.shape)
+        for a in axis:
+            shape[a] = 1
+        g = reshape(g, shape)
+    return broadcast_to(g, x.shape)
+
+
+SUM = Op("sum", lambda g, ans, x, axis, keepdims: _expand_reduced(g, x, axis, keepdims))
+
+
+def _extremum_vjp(g, ans, x, axis, keepdims):
+    # the cotangent goes to the arg-extrema, split equally between ties
+    a = ans._data if keepdims or axis is None else np.expand_dims(ans._data, axis)
+    mask = (x._data == a).astype(x._data.dtype)
+    mask /= mask.sum(axis=axis, keepdims=True)
+    return _expand_reduced(g, x, axis, keepdims) * _wrap(mask)
+
+
+MAX = Op("max", _extremum_vjp)
+MIN = Op("min", _extremum_vjp)
+
+
+def _reduce(op: Op, fn, x, axis, keepdims) -> Tensor:
+    x = _operand(x)
+    axis = _normalize_axis(axis, x.ndim, op.name)
+    try:
+        data = fn(x._data, axis=axis, keepdims=keepdims)
+    except ValueError as error:  # e.g. max of an empty axis
+        raise ValueError(f"{op.name}: {error} (input shape {x.shape}, axis {axis})") from None
+    return _make(op, data, (x,), {"axis": axis, "keepdims": keepdims})
+
+
+def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Sum over ``axis`` (int, tuple or None for all), as ``np.sum``."""
+    return _reduce(SUM, np.sum, x, axis, keepdims)
+
+
+def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Maximum over ``axis``; ties share the gradient equally. Raises ValueError on an empty reduction."""
+    return _reduce(MAX, np.max, x, axis, keepdims)
+
+
+def min(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Minimum over ``axis``; ties share the gradient equally."""
+    return _reduce(MIN, np.min, x, axis, keepdims)
+
+
+def _count(x: Tensor, axis) -> int:
+    axes = _normalize_axis(axis, x.ndim, "mean")
+    return x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
+
+
+def mean(x, axis=None, keepdims: bool = False) -> Tensor:
+    """Arithmetic mean over ``axis``, as ``np.mean``."""
+    x = _operand(x)
+    return sum(x, axis, keepdims) / _count(x, axis)
+
+
+def var(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    """Variance over ``axis`` with ``ddof`` delta degrees of freedom (NumPy's default 0; PyTorch's is 1)."""
+    x = _operand(x)
+    centered = x - mean(x, axis, keepdims=True)
+    return sum(centered * centered, axis, keepdims) / (_count(x, axis) - ddof)
+
+
+# ----------------------------------------------------------------------------- shape
+RESHAPE = Op("reshape", lambda g, ans, x, shape: reshape(g, x.shape))
+TRANSPOSE = Op("transpose", lambda g, ans, x, axes: transpose(g, *np.argsort(axes)))
+FLIP = Op("flip", lambda g, ans, x, axis: flip(g, axis))
+ASTYPE = Op("astype", lambda g, ans, x, dtype: astype(g, x.dtype))
+
+
+def reshape(x, *shape) -> Tensor:
+    """As ``np.reshape``; ``reshape(t, 2, 3)`` or ``reshape(t, (2, 3))``, one dimension may be -1."""
+    x = _operand(x)
+    shape = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], numbers.Integral) else tuple(shape)
+    try:
+        data = x._data.reshape(shape)
+    except ValueError:
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} ({x.size} elements) into shape {shape}") from None
+    if data.shape == x.shape:
+        return x
+    return _make(RESHAPE, data, (x,), {"shape": data.shape})
+
+
+def transpose(x, *axes) -> Tensor:
+    """Permute axes as ``np.transpose``; no axes reverses them."""
+    x = _operand(x)
+    if len(axes) == 1 and not isinstance(axes[0], numbers.Integral):
+        axes = tuple(axes[0])
+    axes = tuple(range(x.ndim))[::-1] if not axes else tuple(int(a) % builtins.max(x.ndim, 1) for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ValueError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape {x.shape}")
+    return _make(TRANSPOSE, x._data.transpose(axes), (x,), {"axes": axes})
+
+
+def swapaxes(x, axis1: int, axis2: int) -> Tensor:
+    """Interchange two axes, as ``np.swapaxes``."""
+    x = _operand(x)
+    (a1,), (a2,) = _normalize_axis(axis1, x.ndim, "swapaxes"), _normalize_axis(axis2, x.ndim, "swapaxes")
+    axes = list(range(x.ndim))
+    axes[a1], axes[a2] = axes[a2], axes[a1]
+    return transpose(x, *axes)
+
+
+def expand_dims(x, axis: int) -> Tensor:
+    """Insert a size-1 axis at ``axis``, as ``np.expand_dims`` (``unsqueeze`` in PyTorch)."""
+    x = _operand(x)
+    if not -x.ndim - 1 <= axis <= x.ndim:
+        raise ValueError(f"expand_dims: axis {axis} is out of range for a tensor of shape {x.shape}")
+    axis %= x.ndim + 1
+    return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
+
+
+def squeeze(x, axis=None) -> Tensor:
+    """Remove size-1 axes (all, or those in ``axis``), as ``np.squeeze``. Raises ValueError if one is not size 1."""
+    x = _operand(x)
+    axes = _normalize_axis(axis, x.ndim, "squeeze")
+    if axes is None:
+        axes = tuple(i for i, n in enumerate(x.shape) if n == 1)
+    for a in axes:
+        if x.shape[a] != 1:
+            raise ValueError(f"squeeze: axis {a} of shape {x.shape} has size {x.shape[a]}, expected 1")
+    return reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+
+
+def flip(x, axis=None) -> Tensor:
+    """Reverse the order of elements along ``axis`` (all axes if None), as ``np.flip``."""
+    x = _operand(x)
+    axis = _normalize_axis(axis, x.ndim, "flip")
+    return _make(FLIP, np.flip(x._data, axis), (x,), {"axis": axis})
+
+
+def astype(x, dtype) -> Tensor:
+    """Cast to ``dtype``; the gradient is cast back to the input's dtype."""
+    x = _operand(x)
+    dtype = np.dtype(dtype)
+    if dtype == x.dtype:
+        return x
+    if x.requires_grad and dtype.kind != "f":
+        return _wrap(x._data.astype(dtype))  # not differentiable: leaves the tape
+    return _make(ASTYPE, x._data.astype(dtype), (x,), {"dtype": dtype})
+
+
+def _concatenate_vjp(i, g, ans, inputs, axis, bounds):
+    index = (slice(None),) * axis + (slice(bounds[i], bounds[i + 1]),)
+    return g[index]
+
+
+CONCATENATE = Op("concatenate", variadic_rule=_concatenate_vjp)
+
+
+def concatenate(tensors, axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis, as ``np.concatenate``.
+
+    Raises:
+        ValueError: an empty sequence, different numbers of dimensions, or sizes
+            that differ off ``axis`` (the message lists every shape).
+    """
+    tensors = [_operand(t) for t in tensors]
+    if not tensors:
+        raise ValueError("concatenate: need at least one tensor")
+    shapes = [t.shape for t in tensors]
+    ndim = tensors[0].ndim
+    if ndim == 0 or any(t.ndim != ndim for t in tensors):
+        raise ValueError(f"concatenate: all tensors need the same number (>= 1) of dimensions; got shapes {shapes}")
+    (axis,) = _normalize_axis(axis, ndim, "concatenate")
+    if any(s[:axis] + s[axis + 1 :] != shapes[0][:axis] + shapes[0][axis + 1 :] for s in shapes):
+        raise ValueError(f"concatenate: shapes {shapes} must match in every dimension except axis {axis}")
+    bounds = tuple(np.cumsum([0] + [s[axis] for s in shapes]).tolist())
+    data = np.concatenate([t._data for t in tensors], axis=axis)
+    return _make(CONCATENATE, data, tuple(tensors), {"axis": axis, "bounds": bounds})
+
+
+def stack(tensors, axis: int = 0) -> Tensor:
+    """Join same-shaped tensors along a new axis, as ``np.stack``. Raises ValueError on differing shapes."""
+    tensors = [_operand(t) for t in tensors]
+    if not tensors:
+        raise ValueError("stack: need at least one tensor")
+    if any(t.shape != tensors[0].shape for t in tensors):
+        raise ValueError(f"stack: all tensors must have the same shape; got {[t.shape for t in tensors]}")
+    return concatenate([expand_dims(t, axis) for t in tensors], axis=axis % (tensors[0].ndim + 1))
+
+
+def split(x, split_size_or_sections, axis: int = 0) -> list:
+    """Split into pieces along ``axis``, as ``torch.split``: an int gives pieces of that size
+    (the last may be smaller); a list gives the size of each piece (they must sum to the axis length)."""
+    x = _operand(x)
+    (axis,) = _normalize_axis(axis, x.ndim, "split")
+    n = x.shape[axis]
+    if isinstance(split_size_or_sections, numbers.Integral):
+        if split_size_or_sections <= 0:
+            raise ValueError(f"split: split size must be positive; got {split_size_or_sections}")
+        sizes = [builtins.min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
+    else:
+        sizes = list(split_size_or_sections)
+        if builtins.sum(sizes) != n:
+            raise ValueError(f"split: sections {sizes} sum to {builtins.sum(sizes)}, expected axis {axis} length {n}")
+    starts = np.cumsum([0] + sizes).tolist()
+    lead = (slice(None),) * axis
+    return [x[lead + (slice(a, b),)] for a, b in zip(starts[:-1], starts[1:])]
+
+
+def chunk(x, chunks: int, axis: int = 0) -> list:
+    """Split into ``chunks`` equal pieces along ``axis`` (e.g. the 4 LSTM gates), as ``torch.chunk``."""
+    x = _operand(x)
+    (axis,) = _normalize_axis(axis, x.ndim, "chunk")
+    if chunks <= 0:
+        raise ValueError(f"chunk: number of chunks must be positive; got {chunks}")
+    return split(x, -(-x.shape[axis] // chunks), axis)
+
+
+# ----------------------------------------------------------------------------- indexing
+def _normalize_index(index):
+    """Tensors in an index become arrays; report whether it is basic (a view, no repeats)."""
+    items = index if isinstance(index, tuple) else (index,)
+    items = tuple(t._data if isinstance(t, Tensor) else t for t in items)
+    basic = builtins.all(
+        isinstance(i, (slice, type(None), type(Ellipsis))) or (isinstance(i, numbers.Integral) and not isinstance(i, bool))
+        for i in items
+    )
+    return (items if isinstance(index, tuple) else items[0]), basic
+
+
+def _scatter_add_array(g: np.ndarray, index, basic: bool, shape) -> np.ndarray:
+    out = np.zeros(shape, dtype=g.dtype)
+    if basic:
+        out[index] = g
+    else:  # repeated indices accumulate
+        np.add.at(out, index, g)
+    return out
+
+
+GETITEM = Op("getitem", lambda g, ans, x, index, basic: scatter_add(g, index, basic, x.shape))
+SCATTER_ADD = Op("scatter_add", lambda g, ans, x, index, basic, shape: _getitem(g, index, basic))
+
+
+def _getitem(x: Tensor, index, basic: bool) -> Tensor:
+    try:
+        data = x._data[index]
+    except (IndexError, TypeError, ValueError) as error:
+        raise IndexError(f"getitem: invalid index for a tensor of shape {x.shape}: {error}") from None
+    return _make(GETITEM, data, (x,), {"index": index, "basic": basic})
+
+
+def getitem(x, index) -> Tensor:
+    """``x[index]`` with NumPy basic slicing and integer/boolean array indexing.
+
+    The VJP scatters the cotangent back; repeated integer indices accumulate (as ``np.add.at``).
+    Raises IndexError naming the shape for an invalid or out-of-bounds index.
+    """
+    index, basic = _normalize_index(index)
+    return _getitem(_operand(x), index, basic)
+
+
+def scatter_add(g, index, basic: bool, shape) -> Tensor:
+    """Zeros of ``shape`` with ``g`` added at ``index``: the adjoint of ``getitem`` (HIPS autograd's ``untake``)."""
+    g = _operand(g)
+    return _make(SCATTER_ADD, _scatter_add_array(g._data, index, basic, shape), (g,), {"index": index, "basic": basic, "shape": shape})
+
+
+# ----------------------------------------------------------------------------- Tensor methods
+def _reflected(fn):
+    return lambda self, other: fn(other, self)
+
+
+def _compare(fn):
+    return lambda self, other: _wrap(fn(self._data, other._data if isinstance(other, Tensor) else other))
+
+
+Tensor.__add__, Tensor.__radd__ = add, _reflected(add)
+Tensor.__sub__, Tensor.__rsub__ = sub, _reflected(sub)
+Tensor.__mul__, Tensor.__rmul__ = mul, _reflected(mul)
+Tensor.__truediv__, Tensor.__rtruediv__ = div, _reflected(div)
+Tensor.__pow__, Tensor.__rpow__ = pow, _reflected(pow)
+Tensor.__matmul__, Tensor.__rmatmul__ = matmul, _reflected(matmul)
+Tensor.__neg__ = neg
+Tensor.__pos__ = lambda self: self
+Tensor.__getitem__ = getitem
+for _name, _fn in [("__lt__", np.less), ("__le__", np.less_equal), ("__gt__", np.greater),
+                   ("__ge__", np.greater_equal), ("__eq__", np.equal), ("__ne__", np.not_equal)]:
+    setattr(Tensor, _name, _compare(_fn))
+for _fn in [exp, log, sqrt, abs, tanh, sigmoid, relu, clip, sum, mean, max, min, var, reshape, transpose,
+            swapaxes, expand_dims, squeeze, broadcast_to, flip, astype, split, chunk, matmul]:
+    setattr(Tensor, _fn.__name__, _fn)
+Tensor.__abs__ = abs
+Tensor.T = property(lambda self: transpose(self), doc="The tensor with its axes reversed.")
+Tensor.mT = property(_mT, doc="The last two axes swapped (batched matrix transpose).")

@@ -1,0 +1,397 @@
+"""The Tensor: a NumPy array plus what reverse mode needs to know about it."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import autograd
+from .autograd import STATE, TapeEntry, _NO_PARAMS
+
+_NUMERIC_KINDS = "biuf"
+
+
+def _as_array(data, dtype=None) -> np.ndarray:
+    if isinstance(data, Tensor):
+        data = data._data
+    try:
+        array = np.array(data, dtype=dtype)  # always a copy, as torch.tensor() makes one
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"Tensor: cannot make a numeric array from {type(data).__name__} data: {error}") from None
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(
+            f"Tensor: data must be numeric (bool, integer or floating point); got an array of dtype {array.dtype}"
+        )
+    return array
+
+
+def _check_can_require_grad(dtype, where: str):
+    if dtype.kind != "f":
+        raise TypeError(
+            f"{where}: only floating-point tensors can require grad; this one has dtype {dtype} "
+            "(convert with .astype(np.float64) first)"
+        )
+
+
+class Tensor:
+    """A NumPy array that records the ops applied to it, for reverse-mode differentiation.
+
+    Args:
+        data: anything ``np.array`` accepts (array, nested lists, scalar, Tensor); it is copied.
+        requires_grad: record ops on it and give it a ``.grad`` after ``backward()``.
+        dtype: NumPy dtype; by default NumPy's choice (Python floats give float64).
+
+    Attributes:
+        data (np.ndarray): the values. ``grad`` (Tensor or None): the accumulated
+        gradient of a leaf after ``backward()``; ``np.asarray(t.grad)`` gives the array.
+
+    dtypes follow NumPy: float32 stays float32 through every op and its gradient,
+    Python scalars do not upcast.  Only floating-point tensors can require grad.
+
+    Raises:
+        TypeError: non-numeric data, or ``requires_grad=True`` on integer/bool data.
+    """
+
+    __slots__ = ("_data", "requires_grad", "grad", "_entry", "_version", "_hooks", "_retains_grad", "__weakref__")
+    # NumPy must hand mixed expressions (ndarray * Tensor) to our reflected operators.
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        self._data = _as_array(data, dtype)
+        if requires_grad:
+            _check_can_require_grad(self._data.dtype, "Tensor")
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self._entry = None
+        self._version = 0
+        self._hooks = None
+        self._retains_grad = False
+
+    # ----------------------------------------------------------------- construction fast paths
+    @classmethod
+    def _wrap(cls, data) -> "Tensor":
+        """A constant tensor around ``data`` (no copy, no checks): the hot path of every op."""
+        t = object.__new__(cls)
+        t._data = data if type(data) is np.ndarray else np.asarray(data)
+        t.requires_grad = False
+        t.grad = None
+        t._entry = None
+        t._version = 0
+        t._hooks = None
+        t._retains_grad = False
+        return t
+
+    @classmethod
+    def _make(cls, op, data, inputs: tuple, params: dict = _NO_PARAMS) -> "Tensor":
+        """The output of ``op(inputs)``, recorded on the tape if any input requires grad."""
+        t = cls._wrap(data)
+        if STATE.anomaly:
+            autograd._check_finite(t._data, "forward output", op.name, autograd._user_frame())
+        if STATE.grad_enabled:
+            for x in inputs:
+                if x.requires_grad:
+                    t.requires_grad = True
+                    t._entry = TapeEntry(op, inputs, params)
+                    break
+        return t
+
+    # ----------------------------------------------------------------- array-like protocol
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        value = np.asarray(value)
+        if value.shape != self._data.shape:
+            raise ValueError(f"Tensor.data: new data has shape {value.shape}, expected {self._data.shape}")
+        self._data = value.astype(self._data.dtype, copy=False)
+        self._bump_version()
+
+    shape = property(lambda self: self._data.shape, doc="Tuple of dimension sizes.")
+    ndim = property(lambda self: self._data.ndim, doc="Number of dimensions.")
+    dtype = property(lambda self: self._data.dtype, doc="NumPy dtype.")
+    size = property(lambda self: self._data.size, doc="Number of elements.")
+    is_leaf = property(lambda self: self._entry is None, doc="True unless an op that required grad produced it.")
+
+    def __len__(self):
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return len(self._data)
+
+    def __array__(self, dtype=None, copy=None):
+        if dtype is not None and dtype != self._data.dtype:
+            return self._data.astype(dtype)
+        return self._data.copy() if copy else self._data
+
+    def numpy(self) -> np.ndarray:
+        """The underlying array (shared, not copied), as ``torch.Tensor.numpy()``."""
+        return self._data
+
+    def item(self):
+        """The single value as a Python number. Raises ValueError if size != 1."""
+        if self._data.size != 1:
+            raise ValueError(f"item: only a tensor with one element converts to a Python scalar; shape is {self.shape}")
+        return self._data.item()
+
+    def tolist(self):
+        return self._data.tolist()
+
+    def __bool__(self):
+        return bool(self._data)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self._data.dtype.kind not in "iu" or self._data.ndim != 0:
+            raise TypeError(f"only 0-d integer tensors can be used as an index; got {self.dtype} of shape {self.shape}")
+        return int(self._data)
+
+    def __repr__(self):
+        body = np.array2string(self._data, separator=", ", prefix="tensor(")
+        extra = [f"dtype={self.dtype}"] if self.dtype != np.float64 else []
+        if self._entry is not None:
+            extra.append(f"grad_fn=<{self._entry.op.name}>")
+        elif self.requires_grad:
+            extra.append("requires_grad=True")
+        return f"tensor({body}{''.join(', ' + e for e in extra)})"
+
+    __hash__ = object.__hash__  # tensors are hashed by identity; == is elementwise
+
+    # ----------------------------------------------------------------- autograd
+    def backward(self, grad=None, retain_graph: bool = False, create_graph: bool = False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (``torch.Tensor.backward``).
+
+        Args:
+            grad: the cotangent (same shape as self); may be omitted for a size-1 output.
+            retain_graph: keep the tape for another backward; otherwise its saved values are freed.
+            create_graph: record the backward pass too, so the gradients can be differentiated.
+
+        Raises:
+            RuntimeError: self does not require grad, or the graph was already freed.
+            ValueError: ``grad`` is missing for a non-scalar output or has the wrong shape.
+        """
+        (cotangent,) = _cotangents("backward", [self], None if grad is None else [grad])
+        autograd.run_backward([self], [cotangent], retain_graph or create_graph, create_graph)
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing this data that does not require grad (cuts the tape, as in truncated BPTT)."""
+        return Tensor._wrap(self._data)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        """Set ``requires_grad`` in place on a leaf; returns self."""
+        if requires_grad:
+            _check_can_require_grad(self._data.dtype, "requires_grad_")
+        if not requires_grad and self._entry is not None:
+            raise RuntimeError("requires_grad_: use detach() to cut a non-leaf tensor out of the graph")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self):
+        """Keep this non-leaf tensor's gradient in ``.grad`` during backward (as torch)."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: this tensor does not require grad")
+        self._retains_grad = True
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` with the gradient flowing into this tensor during backward.
+
+        If the hook returns a tensor or array, it replaces the gradient (as
+        ``torch.Tensor.register_hook``).  Returns a handle with ``.remove()``.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: cannot register a hook on a tensor that does not require grad")
+        if self._hooks is None:
+            self._hooks = {}
+        handle = _HookHandle(self._hooks)
+        self._hooks[handle.key] = hook
+        return handle
+
+    # ----------------------------------------------------------------- in-place (bump the version)
+    def _inplace(self, name: str, apply):
+        if self.requires_grad and STATE.grad_enabled:
+            raise RuntimeError(
+                f"{name}: in-place change of a tensor that requires grad would corrupt its gradient; "
+                "wrap it in minigrad.no_grad() (as optimizers do) or compute a new tensor"
+            )
+        apply(self._data)
+        self._bump_version()
+        return self
+
+    def _bump_version(self):
+        """Record an in-place change (see ``autograd.TapeEntry.clock``)."""
+        STATE.version_clock += 1
+        self._version = STATE.version_clock
+
+    def add_(self, other, alpha=1):
+        """In place: self += alpha * other (no grad recorded)."""
+        other = other._data if isinstance(other, Tensor) else other
+        return self._inplace("add_", lambda d: np.add(d, other if alpha == 1 else alpha * other, out=d, casting="unsafe"))
+
+    def sub_(self, other):
+        """In place: self -= other."""
+        return self.add_(other, alpha=-1)
+
+    def mul_(self, other):
+        """In place: self *= other."""
+        other = other._data if isinstance(other, Tensor) else other
+        return self._inplace("mul_", lambda d: np.multiply(d, other, out=d, casting="unsafe"))
+
+    def copy_(self, source):
+        """In place: copy ``source`` (broadcast to self's shape) into self."""
+        source = source._data if isinstance(source, Tensor) else source
+        return self._inplace("copy_", lambda d: np.copyto(d, source, casting="unsafe"))
+
+    def fill_(self, value):
+        """In place: set every element to ``value``."""
+        return self._inplace("fill_", lambda d: d.fill(value))
+
+    def zero_(self):
+        """In place: set every element to zero."""
+        return self.fill_(0)
+
+    def __setitem__(self, index, value):
+        value = value._data if isinstance(value, Tensor) else value
+        self._inplace("__setitem__", lambda d: d.__setitem__(index, value))
+
+
+class _HookHandle:
+    """Returned by ``register_hook``; ``remove()`` unregisters the hook."""
+
+    _next_key = 0
+
+    def __init__(self, hooks: dict):
+        self._hooks = hooks
+        self.key = _HookHandle._next_key
+        _HookHandle._next_key += 1
+
+    def remove(self):
+        self._hooks.pop(self.key, None)
+
+
+def _cotangents(where: str, outputs, grad_outputs):
+    """Check outputs and build their seed cotangents (ones for size-1 outputs)."""
+    seeds = []
+    for k, out in enumerate(outputs):
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{where}: outputs must be Tensors; got {type(out).__name__}")
+        if not out.requires_grad:
+            raise RuntimeError(
+                f"{where}: output {k} (shape {out.shape}) does not require grad and has no tape: "
+                "did an input set requires_grad=True, and was it computed outside no_grad()?"
+            )
+        g = None if grad_outputs is None else grad_outputs[k]
+        if g is None:
+            if out._data.size != 1:
+                raise ValueError(
+                    f"{where}: output {k} has shape {out.shape}; a gradient can be created implicitly only for "
+                    "a single-element output; pass grad= (a cotangent of that shape)"
+                )
+            g = Tensor._wrap(np.ones_like(out._data))
+        else:
+            g = g if isinstance(g, Tensor) else Tensor._wrap(np.asarray(g, dtype=out._data.dtype))
+            if g.shape != out.shape:
+                raise ValueError(f"{where}: grad for output {k} has shape {g.shape}, expected {out.shape}")
+        seeds.append(g)
+    return seeds
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
+    """Gradients of ``outputs`` with respect to ``inputs``, without touching ``.grad``.
+
+    Matches ``torch.autograd.grad``: ``outputs`` and ``inputs`` are Tensors or
+    sequences of them; ``grad_outputs`` the cotangents (omit for size-1 outputs);
+    ``retain_graph`` defaults to ``create_graph``.  Returns a tuple with one
+    Tensor per input, shaped like that input.
+
+    Raises:
+        RuntimeError: an input does not require grad, or is not reached from the
+            outputs and ``allow_unused`` is False (then its entry is None).
+    """
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is not None:
+        grad_outputs = [grad_outputs] if isinstance(grad_outputs, Tensor) or not isinstance(grad_outputs, (list, tuple)) else list(grad_outputs)
+        if len(grad_outputs) != len(outputs):
+            raise ValueError(f"grad: got {len(grad_outputs)} grad_outputs for {len(outputs)} outputs")
+    for k, x in enumerate(inputs):
+        if not isinstance(x, Tensor) or not x.requires_grad:
+            raise RuntimeError(f"grad: input {k} does not require grad")
+    seeds = _cotangents("grad", outputs, grad_outputs)
+    retain = create_graph if retain_graph is None else retain_graph
+    results = autograd.run_backward(outputs, seeds, retain, create_graph, inputs=inputs)
+    for k, g in enumerate(results):
+        if g is None and not allow_unused:
+            raise RuntimeError(
+                f"grad: input {k} (shape {inputs[k].shape}) is not used to compute the outputs; "
+                "pass allow_unused=True to get None for it"
+            )
+        if g is not None and not create_graph:
+            results[k] = g.detach()
+    return tuple(results)
+
+
+# ----------------------------------------------------------------------------- creation helpers
+def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+    """Same as ``Tensor(data, requires_grad, dtype)`` (as ``torch.tensor``)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def _shape(shape) -> tuple:
+    """Accept ``f(2, 3)`` and ``f((2, 3))`` alike."""
+    if len(shape) == 1 and not isinstance(shape[0], numbers.Integral):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def zeros(*shape, dtype=np.float64, requires_grad: bool = False) -> Tensor:
+    """A tensor of zeros; ``zeros(2, 3)`` or ``zeros((2, 3))``. dtype defaults to float64 as NumPy's."""
+    return Tensor(np.zeros(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def ones(*shape, dtype=np.float64, requires_grad: bool = False) -> Tensor:
+    """A tensor of ones; ``ones(2, 3)`` or ``ones((2, 3))``."""
+    return Tensor(np.ones(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def zeros_like(t, dtype=None, requires_grad: bool = False) -> Tensor:
+    """Zeros with the shape (and, unless given, dtype) of ``t``."""
+    return Tensor(np.zeros_like(np.asarray(t), dtype=dtype), requires_grad=requires_grad)
+
+
+def ones_like(t, dtype=None, requires_grad: bool = False) -> Tensor:
+    """Ones with the shape (and, unless given, dtype) of ``t``."""
+    return Tensor(np.ones_like(np.asarray(t), dtype=dtype), requires_grad=requires_grad)
+
+
+def _rng(rng):
+    if rng is None:
+        return np.random.default_rng()
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)); got {type(rng).__name__}")
+    return rng
+
+
+def randn(*shape, rng=None, dtype=np.float64, requires_grad: bool = False) -> Tensor:
+    """Standard normal samples from ``rng`` (a ``numpy.random.Generator``; fresh if None)."""
+    return Tensor(_rng(rng).standard_normal(_shape(shape)).astype(dtype, copy=False), requires_grad=requires_grad)
+
+
+def rand(*shape, rng=None, dtype=np.float64, requires_grad: bool = False) -> Tensor:
+    """Uniform samples on [0, 1) from ``rng`` (a ``numpy.random.Generator``)."""
+    return Tensor(_rng(rng).random(_shape(shape)).astype(dtype, copy=False), requires_grad=requires_grad)
+
+
+def uniform(low=0.0, high=1.0, shape=(), *, rng=None, dtype=np.float64, requires_grad: bool = False) -> Tensor:
+    """Uniform samples on [low, high) of the given shape, from ``rng`` (NumPy's argument order)."""
+    return Tensor(_rng(rng).uniform(low, high, shape).astype(dtype, copy=False), requires_grad=requires_grad)
+
+
+def arange(start, stop=None, step=1, dtype=None, requires_grad: bool = False) -> Tensor:
+    """As ``np.arange``."""
+    data = np.arange(start, step=step, dtype=dtype) if stop is None else np.arange(start, stop, step, dtype=dtype)
+    return Tensor(data, requires_grad=requires_grad)
