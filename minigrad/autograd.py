@@ -121,14 +121,20 @@ class Op:
     given the output cotangent ``g`` and the output ``ans`` (all tensors), in the
     style of HIPS autograd's ``defvjp``.  Ops with any number of inputs
     (concatenate) pass ``variadic_rule(i, g, ans, inputs, **params)`` instead.
+
+    ``accumulate(buffer, g, **params)``, optional, adds the cotangent of the
+    (single) input into a dense NumPy ``buffer`` in place.  Reverse mode uses it
+    when no graph is being built: backprop through ``x[t]`` for every step t
+    then costs O(slice) per step instead of a full-size scatter (linear BPTT).
     """
 
-    __slots__ = ("name", "rules", "variadic_rule")
+    __slots__ = ("name", "rules", "variadic_rule", "accumulate")
 
-    def __init__(self, name: str, *rules, variadic_rule=None):
+    def __init__(self, name: str, *rules, variadic_rule=None, accumulate=None):
         self.name = name
         self.rules = rules
         self.variadic_rule = variadic_rule
+        self.accumulate = accumulate
 
     def vjp(self, i, g, ans, inputs, params):
         if self.variadic_rule is not None:
@@ -297,6 +303,9 @@ def run_backward(outputs, cotangents, retain_graph: bool, create_graph: bool, in
             for i, x in enumerate(entry.inputs):
                 if not x.requires_grad or (needed is not None and id(x) not in needed):
                     continue
+                if entry.op.accumulate is not None and not create_graph:
+                    entry.op.accumulate(_owned_buffer(grads, owned, x), g._data, **entry.params)
+                    continue
                 gx = entry.op.vjp(i, g, t, entry.inputs, entry.params)
                 if gx._data.dtype != x._data.dtype:  # e.g. float32 input of a float64 op
                     gx = gx.astype(x._data.dtype)
@@ -308,6 +317,17 @@ def run_backward(outputs, cotangents, retain_graph: bool, create_graph: bool, in
     finally:
         STATE.grad_enabled = previous_mode
     return results
+
+
+def _owned_buffer(grads: dict, owned: set, x) -> np.ndarray:
+    """The cotangent buffer of ``x`` as an array we may write into (zeros if none yet)."""
+    key = id(x)
+    if key not in owned:
+        previous = grads.get(key)
+        data = np.zeros(x._data.shape, x._data.dtype) if previous is None else np.array(previous._data, dtype=x._data.dtype)
+        grads[key] = type(x)._wrap(data) if previous is None else type(previous)._wrap(data)
+        owned.add(key)
+    return grads[key]._data
 
 
 def _accumulate_leaf_grad(t, g, create_graph: bool):

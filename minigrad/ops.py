@@ -202,16 +202,19 @@ def matmul(x, y) -> Tensor:
 # ----------------------------------------------------------------------------- elementwise
 def _sigmoid(a: np.ndarray) -> np.ndarray:
     # exp of a non-positive number never overflows: 1/(1+e^-x) for x >= 0, e^x/(1+e^x) below
-    z = np.exp(-np.abs(a))
-    out = 1 / (1 + z)
-    np.multiply(out, z, out=out, where=a < 0)
-    return out
+    z = np.abs(a)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    denominator = 1 + z
+    return np.divide(np.where(a >= 0, 1, z), denominator, out=denominator)
 
 
 EXP = Op("exp", lambda g, ans, x: g * ans)
 LOG = Op("log", lambda g, ans, x: g / x)
 SQRT = Op("sqrt", lambda g, ans, x: g / (ans * 2))
 ABS = Op("abs", lambda g, ans, x: g * _wrap(np.sign(x._data)))
+
+
 # tanh and sigmoid get fused backward ops (as PyTorch's tanh_backward): one NumPy pass
 # instead of three tape ops per VJP, and still differentiable, by their own rules.
 def _tanh_backward_array(g, y):
@@ -587,14 +590,22 @@ def _normalize_index(index):
 
 def _scatter_add_array(g: np.ndarray, index, basic: bool, shape) -> np.ndarray:
     out = np.zeros(shape, dtype=g.dtype)
-    if basic:
-        out[index] = g
-    else:  # repeated indices accumulate
-        np.add.at(out, index, g)
+    _add_at(out, g, index, basic)  # repeated indices accumulate
     return out
 
 
-GETITEM = Op("getitem", lambda g, ans, x, index, basic: scatter_add(g, index, basic, x.shape))
+def _add_at(buffer: np.ndarray, g: np.ndarray, index, basic: bool):
+    if basic:
+        buffer[index] += g
+    else:
+        np.add.at(buffer, index, g)
+
+
+GETITEM = Op(
+    "getitem",
+    lambda g, ans, x, index, basic: scatter_add(g, index, basic, x.shape),
+    accumulate=_add_at,
+)
 SCATTER_ADD = Op("scatter_add", lambda g, ans, x, index, basic, shape: _getitem(g, index, basic))
 
 
