@@ -18,7 +18,7 @@ from .ops import (
     sum, sum_to, swapaxes, tanh, transpose, var, where,
 )
 from .tensor import Tensor, arange, grad, ones, ones_like, rand, randn, tensor, uniform, zeros, zeros_like
-from . import functional  # noqa: E402
+from . import functional, nn, optim  # noqa: E402
 from .serialization import load, save  # noqa: E402
 
 __version__ = "0.1.0"

@@ -276,8 +276,9 @@ def run_backward(outputs, cotangents, retain_graph: bool, create_graph: bool, in
     for out, g in zip(outputs, cotangents):
         _accumulate(grads, owned, id(out), g, create_graph)
 
-    previous_mode = STATE.grad_enabled
+    previous_mode, anomaly = STATE.grad_enabled, STATE.anomaly
     STATE.grad_enabled = create_graph
+    STATE.anomaly = False  # VJP results are checked below, naming the op whose backward failed
     try:
         for t in reversed(order):
             g = grads.pop(id(t), None)
@@ -309,13 +310,13 @@ def run_backward(outputs, cotangents, retain_graph: bool, create_graph: bool, in
                 gx = entry.op.vjp(i, g, t, entry.inputs, entry.params)
                 if gx._data.dtype != x._data.dtype:  # e.g. float32 input of a float64 op
                     gx = gx.astype(x._data.dtype)
-                if STATE.anomaly:
+                if anomaly:
                     _check_finite(gx._data, f"backward (cotangent of input {i})", entry.op.name, entry.created_at)
                 _accumulate(grads, owned, id(x), gx, create_graph)
             if not retain_graph:
                 entry.inputs = entry.params = None
     finally:
-        STATE.grad_enabled = previous_mode
+        STATE.grad_enabled, STATE.anomaly = previous_mode, anomaly
     return results
 
 

@@ -15,30 +15,39 @@ from .tensor import Tensor, _rng
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _shift(x: Tensor, axis) -> np.ndarray:
-    """The max over ``axis`` (kept dims) as a constant: subtracting it keeps exp() <= 1."""
-    m = np.max(x.data, axis=axis, keepdims=True)
-    return np.where(np.isfinite(m), m, 0)  # an all -inf row stays -inf, not NaN
+def _max_shift(x, axis, where: str):
+    """``x`` as a tensor and its max over ``axis`` as a constant: exp(x - max) is <= 1, never overflows."""
+    x = ops._operand(x, op=where)
+    axes = ops._normalize_axis(axis, x.ndim, where)
+    m = np.max(x.data, axis=axes, keepdims=True, initial=-np.inf)
+    return x, np.where(np.isfinite(m), m, 0)  # an all -inf row stays -inf, not NaN
+
+
+def _log_sum_exp(shifted: Tensor, axis) -> Tensor:
+    with np.errstate(divide="ignore"):  # an empty axis sums to 0 and gives -inf, as PyTorch
+        return ops.log(ops.sum(ops.exp(shifted), axis=axis, keepdims=True))
 
 
 def logsumexp(x: Tensor, axis=-1, keepdims: bool = False) -> Tensor:
     """log(sum(exp(x), axis)), stably (``scipy.special.logsumexp``). ``axis=None`` reduces everything."""
-    x = ops._operand(x)
-    m = _shift(x, axis)
-    out = ops.log(ops.sum(ops.exp(x - m), axis=axis, keepdims=True)) + m
+    x, m = _max_shift(x, axis, "logsumexp")
+    out = _log_sum_exp(x - m, axis) + m
     return out if keepdims else ops.squeeze(out, axis) if axis is not None else ops.reshape(out, ())
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """exp(x) / sum(exp(x)) along ``axis``, stably."""
-    x = ops._operand(x)
-    e = ops.exp(x - _shift(x, axis))
+    x, m = _max_shift(x, axis, "softmax")
+    e = ops.exp(x - m)
     return e / ops.sum(e, axis=axis, keepdims=True)
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """x - logsumexp(x) along ``axis``: log-probabilities, stably."""
-    return x - logsumexp(x, axis=axis, keepdims=True)
+    """x - logsumexp(x) along ``axis``: log-probabilities, stably (the shift is never added back,
+    so float32 keeps its relative accuracy at logits of 1e4)."""
+    x, m = _max_shift(x, axis, "log_softmax")
+    shifted = x - m
+    return shifted - _log_sum_exp(shifted, axis)
 
 
 def _reduce(loss: Tensor, reduction: str, where: str, count=None) -> Tensor:
@@ -139,4 +148,4 @@ def embedding(weight: Tensor, indices, padding_idx=None) -> Tensor:
     if padding_idx is None:
         return rows
     padded = (indices == padding_idx)[..., None]
-    return ops.where(padded, Tensor._wrap(weight.data[indices]), rows)
+    return ops.where(padded, Tensor._wrap(np.take(weight.data, indices, axis=0)), rows)

@@ -24,7 +24,7 @@ _wrap = Tensor._wrap
 
 
 # ----------------------------------------------------------------------------- operands
-def _operand(x, like: Tensor | None = None) -> Tensor:
+def _operand(x, like: Tensor | None = None, op: str = "minigrad") -> Tensor:
     """Turn a scalar or array operand into a constant tensor; a Python scalar takes ``like``'s dtype
     when that is floating point, so ``float32_tensor * 2.0`` stays float32 (NumPy's weak scalars)."""
     if isinstance(x, Tensor):
@@ -33,15 +33,15 @@ def _operand(x, like: Tensor | None = None) -> Tensor:
         return _wrap(np.asarray(x, dtype=like._data.dtype))
     array = np.asarray(x)
     if array.dtype.kind not in _NUMERIC_KINDS:
-        raise TypeError(f"expected a Tensor, array or number; got {type(x).__name__} (dtype {array.dtype})")
+        raise TypeError(f"{op}: expected a Tensor, array or number; got {type(x).__name__} (dtype {array.dtype})")
     return _wrap(array)
 
 
 def _binary(op: Op, fn, x, y) -> Tensor:
     if type(x) is not Tensor:
-        x = _operand(x, y if isinstance(y, Tensor) else None)
+        x = _operand(x, y if isinstance(y, Tensor) else None, op.name)
     if type(y) is not Tensor:
-        y = _operand(y, x)
+        y = _operand(y, x, op.name)
     try:
         data = fn(x._data, y._data)
     except ValueError:
@@ -54,7 +54,7 @@ def _binary(op: Op, fn, x, y) -> Tensor:
 
 def _unary(op: Op, fn, x, **params) -> Tensor:
     if type(x) is not Tensor:
-        x = _operand(x)
+        x = _operand(x, op=op.name)
     return _make(op, fn(x._data), (x,), params)
 
 
@@ -202,11 +202,8 @@ def matmul(x, y) -> Tensor:
 # ----------------------------------------------------------------------------- elementwise
 def _sigmoid(a: np.ndarray) -> np.ndarray:
     # exp of a non-positive number never overflows: 1/(1+e^-x) for x >= 0, e^x/(1+e^x) below
-    z = np.abs(a)
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    denominator = 1 + z
-    return np.divide(np.where(a >= 0, 1, z), denominator, out=denominator)
+    z = np.exp(-np.abs(a))
+    return np.where(a >= 0, 1, z) / (1 + z)
 
 
 EXP = Op("exp", lambda g, ans, x: g * ans)
@@ -218,15 +215,11 @@ ABS = Op("abs", lambda g, ans, x: g * _wrap(np.sign(x._data)))
 # tanh and sigmoid get fused backward ops (as PyTorch's tanh_backward): one NumPy pass
 # instead of three tape ops per VJP, and still differentiable, by their own rules.
 def _tanh_backward_array(g, y):
-    out = y * y
-    np.subtract(1, out, out=out)
-    return np.multiply(out, g, out=out)
+    return g * (1 - y * y)
 
 
 def _sigmoid_backward_array(g, y):
-    out = 1 - y
-    out *= y
-    return np.multiply(out, g, out=out)
+    return g * y * (1 - y)
 
 
 TANH_BACKWARD = Op(  # g * (1 - y**2)
@@ -411,20 +404,21 @@ def min(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     return _reduce(MIN, np.min, x, axis, keepdims)
 
 
-def _count(x: Tensor, axis) -> int:
-    axes = _normalize_axis(axis, x.ndim, "mean")
+def _count(x: Tensor, axes) -> int:
     return x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
 
 
 def mean(x, axis=None, keepdims: bool = False) -> Tensor:
     """Arithmetic mean over ``axis``, as ``np.mean``."""
-    x = _operand(x)
+    x = _operand(x, op="mean")
+    axis = _normalize_axis(axis, x.ndim, "mean")
     return sum(x, axis, keepdims) / _count(x, axis)
 
 
 def var(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     """Variance over ``axis`` with ``ddof`` delta degrees of freedom (NumPy's default 0; PyTorch's is 1)."""
-    x = _operand(x)
+    x = _operand(x, op="var")
+    axis = _normalize_axis(axis, x.ndim, "var")
     centered = x - mean(x, axis, keepdims=True)
     return sum(centered * centered, axis, keepdims) / (_count(x, axis) - ddof)
 
@@ -557,7 +551,7 @@ def split(x, split_size_or_sections, axis: int = 0) -> list:
     if isinstance(split_size_or_sections, numbers.Integral):
         if split_size_or_sections <= 0:
             raise ValueError(f"split: split size must be positive; got {split_size_or_sections}")
-        sizes = [builtins.min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
+        sizes = [builtins.min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)] or [0]
     else:
         sizes = list(split_size_or_sections)
         if builtins.sum(sizes) != n:
@@ -573,6 +567,8 @@ def chunk(x, chunks: int, axis: int = 0) -> list:
     (axis,) = _normalize_axis(axis, x.ndim, "chunk")
     if chunks <= 0:
         raise ValueError(f"chunk: number of chunks must be positive; got {chunks}")
+    if x.shape[axis] == 0:  # PyTorch gives ``chunks`` empty pieces
+        return split(x, [0] * chunks, axis)
     return split(x, -(-x.shape[axis] // chunks), axis)
 
 

@@ -42,12 +42,16 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        # a re-assigned name keeps its place in the registry, as in PyTorch
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
@@ -57,10 +61,9 @@ class Module:
 
     def register_parameter(self, name: str, param: Parameter | None):
         """Register ``param`` under ``name`` (None records an absent optional parameter such as a bias)."""
-        if param is None:
-            object.__setattr__(self, name, None)
-        else:
-            setattr(self, name, param)
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"register_parameter: {name!r} must be a Parameter or None; got {type(param).__name__}")
+        setattr(self, name, param)  # __setattr__ also unregisters a previous parameter of that name
 
     # ----------------------------------------------------------------- calling
     def forward(self, *args, **kwargs):
