@@ -163,11 +163,13 @@ def _mT(x: Tensor) -> Tensor:
     return transpose(x, *axes)
 
 
-MATMUL = Op(
-    "matmul",
-    lambda g, ans, x, y: sum_to(g @ _mT(y), x.shape),
-    lambda g, ans, x, y: sum_to(_mT(x) @ g, y.shape),
-)
+def _matmul_vjp_y(g, ans, x, y):
+    if y.ndim == 2 and x.ndim > 2:  # fold the batch into rows: one matmul, no (batch, n, m) temporary
+        return _mT(reshape(x, (-1, x.shape[-1]))) @ reshape(g, (-1, g.shape[-1]))
+    return sum_to(_mT(x) @ g, y.shape)
+
+
+MATMUL = Op("matmul", lambda g, ans, x, y: sum_to(g @ _mT(y), x.shape), _matmul_vjp_y)
 
 
 def matmul(x, y) -> Tensor:
@@ -201,9 +203,17 @@ def matmul(x, y) -> Tensor:
 
 # ----------------------------------------------------------------------------- elementwise
 def _sigmoid(a: np.ndarray) -> np.ndarray:
-    # exp of a non-positive number never overflows: 1/(1+e^-x) for x >= 0, e^x/(1+e^x) below
-    z = np.exp(-np.abs(a))
-    return np.where(a >= 0, 1, z) / (1 + z)
+    a = a if a.dtype.kind == "f" else a.astype(np.float64)
+    # Clamp x from below so exp(-x) stays finite: where the clamp bites, sigmoid(x) is already
+    # below the smallest normal float, so nothing is lost and no overflow warning is raised.
+    z = np.exp(-np.maximum(a, _exp_floor(a.dtype)))
+    return 1 / (1 + z)
+
+
+def _exp_floor(dtype, _cache={}):  # noqa: B006 - a per-dtype cache
+    if dtype not in _cache:
+        _cache[dtype] = dtype.type(np.log(np.finfo(dtype).tiny))
+    return _cache[dtype]
 
 
 EXP = Op("exp", lambda g, ans, x: g * ans)

@@ -1,1 +1,9 @@
 """RNN, LSTM and GRU layers on minigrad, and the minigrad-rnn command."""
+from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
+from .layers import GRU, LSTM, RNN, Recurrent, run_cell
+from .utils import detach_state
+
+__all__ = [
+    "RNN", "LSTM", "GRU", "Recurrent", "run_cell",
+    "RNNCell", "LSTMCell", "GRUCell", "RecurrentCell", "detach_state",
+]
