@@ -90,10 +90,9 @@ def as_tensor(x, where: str) -> Tensor:
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x @ weight.T + bias`` for x (..., in) and weight (out, in), as ONE 2-D matmul.
 
-    Flattening the leading axes first keeps the weight's gradient a single (in, out)
-    product; a batched matmul against a 2-D weight would build a (T, in, out) array
-    in backward and sum it.  This is a sequence's input projection (PyTorch's
-    ``F.linear``).
+    Flattening the leading axes first makes the forward one large GEMM (NumPy runs a
+    batched matmul as one GEMM per leading index).  This is a sequence's input
+    projection (PyTorch's ``F.linear``).
     """
     y = ops.reshape(x, (-1, x.shape[-1])) @ weight.T
     if bias is not None:

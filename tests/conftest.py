@@ -22,16 +22,25 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if _CI else 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-@pytest.fixture
-def shared_dir() -> Path:
-    """The ../shared directory next to the checkout (data sets, reference outputs).
-
-    Skips the test when it is absent, but fails it when MINIGRAD_REQUIRE_SHARED=1
-    (so CI that provides the data cannot silently skip).
-    """
-    if not SHARED_DIR.is_dir():
-        reason = f"shared data directory not found: {SHARED_DIR}"
+def _require_shared(relative: str = "") -> Path:
+    """``../shared/<relative>``; skip when absent, but fail when MINIGRAD_REQUIRE_SHARED=1
+    (so CI that provides the data cannot silently skip)."""
+    path = SHARED_DIR / relative
+    if not path.exists():
+        reason = f"shared data not found: {path}"
         if os.environ.get("MINIGRAD_REQUIRE_SHARED") == "1":
             pytest.fail(f"{reason} (MINIGRAD_REQUIRE_SHARED=1)")
         pytest.skip(reason)
-    return SHARED_DIR
+    return path
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """The ../shared directory next to the checkout (data sets, reference outputs)."""
+    return _require_shared()
+
+
+@pytest.fixture
+def shared_file():
+    """``shared_file("data/...")``: the path of one file in ../shared, skipping or failing as ``shared_dir``."""
+    return _require_shared

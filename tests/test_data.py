@@ -1,6 +1,5 @@
 """Tests for minigrad_rnn.data: text corpus, TBPTT batching, CoNLL-U and tagger batches."""
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,28 +11,14 @@ from minigrad_rnn.data import (
     load_text, pad_batch, parse_conllu, read_conllu, split_corpus, split_sentences,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
-
-def shared_path(relative):
-    """Path of a file in ../shared; skip if absent, fail instead when MINIGRAD_REQUIRE_SHARED=1."""
-    path = SHARED / relative
-    if not path.is_file():
-        reason = f"shared data not found: {path}"
-        if os.environ.get("MINIGRAD_REQUIRE_SHARED") == "1":
-            pytest.fail(reason + " (MINIGRAD_REQUIRE_SHARED=1)")
-        pytest.skip(reason)
-    return path
+@pytest.fixture
+def ewt_dev(shared_file):
+    return shared_file("data/ud-english-ewt/en_ewt-ud-dev.conllu")
 
 
 @pytest.fixture
-def ewt_dev():
-    return shared_path("data/ud-english-ewt/en_ewt-ud-dev.conllu")
-
-
-@pytest.fixture
-def shakespeare():
-    return shared_path("data/tinyshakespeare/input.txt")
+def shakespeare(shared_file):
+    return shared_file("data/tinyshakespeare/input.txt")
 
 
 # ---------------------------------------------------------------- load_text

@@ -3,7 +3,6 @@ PyTorch's weights, must give PyTorch's outputs, final states and gradients (x, h
 parameter) to 1e-8 in float64."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +16,9 @@ CASES = sorted(p.stem for p in REFERENCE.glob("*.npz")) or ["<none>"]
 TOL = 1e-8
 
 
-def load_case(stem):
-    """The case's arrays, or skip (fail under MINIGRAD_REQUIRE_SHARED=1) when the shared data is absent."""
-    path = REFERENCE / f"{stem}.npz"
-    if not path.exists():
-        reason = f"shared reference data not found: {path}"
-        if os.environ.get("MINIGRAD_REQUIRE_SHARED") == "1":
-            pytest.fail(reason + " (MINIGRAD_REQUIRE_SHARED=1)")
-        pytest.skip(reason)
+def load_case(shared_file, stem):
+    """The case's config and arrays (skipped, or failed under MINIGRAD_REQUIRE_SHARED=1, when absent)."""
+    path = shared_file(f"reference/torch_rnn/{stem}.npz")
     with np.load(path, allow_pickle=False) as data:
         ref = {key: data[key] for key in data.files}
     return json.loads(str(ref.pop("config"))), ref
@@ -47,8 +41,8 @@ def assert_close(got, want, what):
 
 
 @pytest.mark.parametrize("stem", CASES)
-def test_matches_pytorch(stem):
-    config, ref = load_case(stem)
+def test_matches_pytorch(shared_file, stem):
+    config, ref = load_case(shared_file, stem)
     model = build(config)
     params = {k.removeprefix("param."): v for k, v in ref.items() if k.startswith("param.")}
     assert [name for name, _ in model.named_parameters()] == list(params)  # PyTorch's names and order
@@ -84,8 +78,8 @@ def test_matches_pytorch(stem):
 
 
 @pytest.mark.parametrize("stem", ["lstm_bidir_lengths", "gru_2layer_lengths_batchfirst"])
-def test_padding_gets_no_gradient_and_zero_output(stem):
-    config, ref = load_case(stem)
+def test_padding_gets_no_gradient_and_zero_output(shared_file, stem):
+    config, ref = load_case(shared_file, stem)
     model = build(config)
     model.load_state_dict({k.removeprefix("param."): v for k, v in ref.items() if k.startswith("param.")})
     x = mg.Tensor(ref["x"], requires_grad=True)
