@@ -1,0 +1,1 @@
+"""Speed comparisons of minigrad with PyTorch, HIPS autograd, MyGrad and hand-written NumPy (see README.md)."""
