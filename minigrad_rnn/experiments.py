@@ -1,0 +1,198 @@
+"""Long-range memory tasks: why LSTMs exist.
+
+* The adding problem (Hochreiter & Schmidhuber 1997), in the form of Arjovsky,
+  Shah & Bengio (2016): each of T steps gives a pair (value ~ U[0, 1], marker);
+  two markers are 1, one in each half of the sequence, and the target is the
+  sum of the two marked values.  Always guessing 1 gives MSE 1/6 = 0.167.
+* The copy-memory task (Arjovsky et al. 2016): 10 symbols from 8 categories,
+  T - 1 blanks, a delimiter and 10 more blanks; the model must output blanks
+  for T + 10 steps, then the 10 symbols.  Guessing blanks and then uniformly
+  among the 8 symbols gives cross-entropy 10 log 8 / (T + 20).
+* Gradient flow: the norm of dL/dh_t against t, for the hidden states the
+  layer actually fed forward (kept with ``retain_grad``), shows the plain
+  RNN's vanishing gradients (Bengio et al. 1994) that the LSTM and GRU avoid.
+
+The ``minigrad-rnn experiment`` and ``gradflow`` commands (``cli.py``) drive these.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import minigrad as mg
+from minigrad import nn
+from minigrad.functional import cross_entropy, mse_loss
+from minigrad.nn.utils import clip_grad_norm_
+
+from .charlm import CELLS, make_optimizer
+
+COPY_SYMBOLS, COPY_LENGTH = 8, 10  # categories 1..8 to remember, 10 of them
+BLANK, DELIMITER = 0, 9
+
+
+class AddingProblem:
+    """Batches of the adding problem: inputs (T, B, 2), targets (B, 1)."""
+
+    name = "adding"
+    min_seq_len = 2
+    input_size, output_size = 2, 1
+    baseline = 1 / 6  # MSE of always answering 1: Var(u1 + u2) = 2/12
+    baseline_strategy = "always answering 1"
+    metric = "MSE"
+
+    def __init__(self, seq_len: int):
+        if seq_len < self.min_seq_len:
+            raise ValueError(f"the adding problem needs seq_len >= 2, got {seq_len}")
+        self.seq_len = seq_len
+
+    def batch(self, rng, batch_size: int, dtype=np.float32):
+        T, half = self.seq_len, self.seq_len // 2
+        values = rng.random((T, batch_size))
+        first = rng.integers(0, half, batch_size)
+        second = rng.integers(half, T, batch_size)
+        markers = np.zeros((T, batch_size))
+        markers[first, np.arange(batch_size)] = 1
+        markers[second, np.arange(batch_size)] = 1
+        x = np.stack([values, markers], axis=-1).astype(dtype)
+        y = (values * markers).sum(axis=0)[:, None].astype(dtype)
+        return x, y
+
+    def loss(self, outputs, targets):
+        """MSE of the prediction made after the last step."""
+        return mse_loss(outputs[-1], targets)
+
+
+class CopyMemory:
+    """Batches of the copy-memory task: one-hot inputs (T + 20, B, 10), target ids (T + 20, B)."""
+
+    name = "copy"
+    min_seq_len = 1
+    input_size = output_size = COPY_SYMBOLS + 2
+    metric = "cross-entropy"
+    baseline_strategy = "blanks, then uniform guesses"
+
+    def __init__(self, seq_len: int):
+        if seq_len < self.min_seq_len:
+            raise ValueError(f"the copy task needs seq_len >= 1, got {seq_len}")
+        self.seq_len = seq_len
+        self.baseline = COPY_LENGTH * math.log(COPY_SYMBOLS) / (seq_len + 2 * COPY_LENGTH)
+
+    def batch(self, rng, batch_size: int, dtype=np.float32):
+        T, n = self.seq_len, COPY_LENGTH
+        symbols = rng.integers(1, COPY_SYMBOLS + 1, (n, batch_size))
+        ids = np.full((T + 2 * n, batch_size), BLANK)
+        ids[:n] = symbols
+        ids[n + T - 1] = DELIMITER
+        targets = np.full((T + 2 * n, batch_size), BLANK)
+        targets[T + n:] = symbols
+        return np.eye(self.input_size, dtype=dtype)[ids], targets
+
+    def loss(self, outputs, targets):
+        """Mean cross-entropy over every step (in nats)."""
+        return cross_entropy(outputs, targets)
+
+
+TASKS = {"adding": AddingProblem, "copy": CopyMemory}
+
+
+class SequenceModel(nn.Module):
+    """One RNN/LSTM/GRU layer and a linear read-out at every step: (T, B, in) -> (T, B, out).
+
+    ``forget_bias`` (LSTM only) starts the forget gates' bias there instead of
+    PyTorch's small random values: 1 is Keras's default (Gers et al. 2000;
+    Jozefowicz et al. 2015), so the cell starts out remembering.
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int, dtype=np.float32, rng=None,
+                 forget_bias: float | None = None):
+        super().__init__()
+        self.rnn = CELLS[cell](input_size, hidden_size, dtype=dtype, rng=rng)
+        self.head = nn.Linear(hidden_size, output_size, dtype=dtype, rng=rng)
+        if cell == "lstm" and forget_bias is not None:
+            forget = slice(hidden_size, 2 * hidden_size)  # gate order i, f, g, o
+            with mg.no_grad():
+                self.rnn.bias_ih_l0[forget] = forget_bias
+                self.rnn.bias_hh_l0[forget] = 0.0
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.head(out)
+
+
+class TaskRun:
+    """Training one cell on a task, with a fixed test set drawn from its own seed.
+
+    ``config``: task, cell, seq_len, hidden_size, batch_size, lr, optimizer,
+    clip, seed, test_size, dtype and optionally forget_bias (see SequenceModel).
+    """
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.task = TASKS[config["task"]](config["seq_len"])
+        self.dtype = np.dtype(config["dtype"])
+        self.rng = np.random.default_rng(config["seed"])
+        self.model = SequenceModel(config["cell"], self.task.input_size, config["hidden_size"],
+                                   self.task.output_size, self.dtype, self.rng, config.get("forget_bias"))
+        self.optimizer = make_optimizer(config["optimizer"], self.model.parameters(), config["lr"])
+        test_rng = np.random.default_rng([config["seed"], 1])
+        sizes = [min(500, config["test_size"] - s) for s in range(0, config["test_size"], 500)]
+        self.test_batches = [self.task.batch(test_rng, n, self.dtype) for n in sizes]
+        self.step = 0
+
+    def train_step(self) -> float:
+        """One update on a fresh batch; returns its loss."""
+        x, y = self.task.batch(self.rng, self.config["batch_size"], self.dtype)
+        loss = self.task.loss(self.model(x), y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        if self.config["clip"] > 0:
+            clip_grad_norm_(self.model.parameters(), self.config["clip"])
+        self.optimizer.step()
+        self.step += 1
+        return float(loss.item())
+
+    def test_loss(self) -> float:
+        """The task's loss on the fixed test set."""
+        total, count = 0.0, 0
+        with mg.no_grad():
+            for x, y in self.test_batches:
+                total += float(self.task.loss(self.model(x), y).item()) * x.shape[1]
+                count += x.shape[1]
+        return total / count
+
+
+def hidden_state_gradients(model: SequenceModel, task, x, y) -> np.ndarray:
+    """|dL/dh_t| for t = 0 (the initial state) .. T, for one batch.
+
+    The layer returns the states its recurrence produced (``return_states``);
+    ``retain_grad`` on them keeps the total derivative of the loss with
+    respect to each h_t, through the read-out and through the later steps.
+    """
+    rnn, B = model.rnn, x.shape[1]
+    h0 = mg.Tensor(np.zeros((1, B, rnn.hidden_size), dtype=x.dtype), requires_grad=True)
+    lstm = isinstance(rnn, CELLS["lstm"])
+    out, _, (states,) = rnn(x, (h0, mg.zeros_like(h0)) if lstm else h0, return_states=True)
+    hs = [state[0] if lstm else state for state in states]
+    for h in hs:
+        h.retain_grad()
+    task.loss(model.head(out), y).backward()
+    return np.array([np.linalg.norm(np.asarray(h.grad)) if h.grad is not None else 0.0 for h in [h0, *hs]])
+
+
+def gradient_flow(config: dict, should_stop=lambda: False) -> dict:
+    """|dL/dh_t| against t for ``config["cell"]`` at initialization and after ``config["steps"]`` updates.
+
+    Returns {"initialization": norms, "trained": norms} (arrays of T + 1 values; "trained" is
+    missing if ``should_stop()`` became true while training).
+    """
+    run = TaskRun({**config, "optimizer": "adam", "clip": 1.0, "test_size": 1})
+    x, y = run.task.batch(np.random.default_rng([config["seed"], 2]), 100, run.dtype)
+    norms = {"initialization": hidden_state_gradients(run.model, run.task, x, y)}
+    while run.step < config["steps"]:
+        if should_stop():
+            return norms
+        run.train_step()
+    run.model.zero_grad()
+    norms["trained"] = hidden_state_gradients(run.model, run.task, x, y)
+    return norms

@@ -1,0 +1,125 @@
+"""The adding and copy-memory tasks, `minigrad-rnn experiment` and `minigrad-rnn gradflow`."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from minigrad_rnn import experiments
+from minigrad_rnn.cli import main
+
+
+def test_adding_problem_batches():
+    task = experiments.AddingProblem(10)
+    x, y = task.batch(np.random.default_rng(0), 500)
+    assert x.shape == (10, 500, 2) and y.shape == (500, 1) and x.dtype == np.float32
+    values, markers = x[..., 0], x[..., 1]
+    assert np.all(markers[:5].sum(axis=0) == 1) and np.all(markers[5:].sum(axis=0) == 1)  # one per half
+    np.testing.assert_allclose(y[:, 0], (values * markers).sum(axis=0), rtol=1e-6)
+    assert 0 <= values.min() and values.max() < 1
+    # always answering 1 scores about 1/6, the baseline
+    assert task.baseline == pytest.approx(1 / 6)
+    assert np.mean((y - 1) ** 2) == pytest.approx(1 / 6, abs=0.03)
+
+
+def test_copy_memory_batches():
+    task = experiments.CopyMemory(5)
+    x, y = task.batch(np.random.default_rng(0), 3)
+    assert x.shape == (25, 3, 10) and y.shape == (25, 3)
+    ids = x.argmax(axis=-1)
+    np.testing.assert_array_equal(x.sum(axis=-1), 1)  # one-hot
+    assert np.all((1 <= ids[:10]) & (ids[:10] <= 8))
+    assert np.all(ids[10:14] == 0) and np.all(ids[14] == 9) and np.all(ids[15:] == 0)  # T-1 blanks, delimiter
+    assert np.all(y[:15] == 0)
+    np.testing.assert_array_equal(y[15:], ids[:10])
+    assert task.baseline == pytest.approx(10 * math.log(8) / 25)
+
+
+def test_copy_baseline_is_the_loss_of_the_memoryless_strategy():
+    # blanks with certainty where they are sure, uniform over the 8 symbols at the last 10 steps
+    task = experiments.CopyMemory(30)
+    _, y = task.batch(np.random.default_rng(1), 4)
+    logits = np.full(y.shape + (10,), -np.inf)
+    logits[:-10, :, 0] = 0
+    logits[-10:, :, 1:9] = 0
+    import minigrad as mg
+    loss = task.loss(mg.Tensor(np.where(np.isinf(logits), -1e9, logits)), y)
+    assert loss.item() == pytest.approx(task.baseline, rel=1e-6)
+
+
+@pytest.mark.parametrize("task, cell", [("adding", "lstm"), ("copy", "gru"), ("adding", "rnn")])
+def test_experiment_command(capsys, tmp_path, task, cell):
+    out = tmp_path / "exp"
+    code = main(["experiment", task, "--cell", cell, "--seq-len", "6", "--hidden-size", "8", "--batch-size", "16",
+                 "--steps", "20", "--eval-every", "10", "--test-size", "64", "--lr", "0.01", "--out", str(out)])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    rows = list(csv.DictReader((out / "metrics.csv").open(newline="")))
+    assert [int(r["step"]) for r in rows] == [0, 10, 20]
+    baseline = experiments.TASKS[task](6).baseline
+    assert all(float(r["baseline"]) == pytest.approx(baseline, rel=1e-5) for r in rows)
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 20 and results["test_loss"] == pytest.approx(float(rows[-1]["test_loss"]), rel=1e-5)
+    assert results["test_loss"] < float(rows[0]["test_loss"])  # it learns something
+    assert f"test {experiments.TASKS[task].metric} {results['test_loss']:.4f}" in stdout
+    assert (out / "config.json").exists()
+
+
+def test_lstm_solves_a_short_adding_problem():
+    run = experiments.TaskRun({"task": "adding", "cell": "lstm", "seq_len": 10, "hidden_size": 16,
+                               "batch_size": 32, "lr": 0.01, "optimizer": "adam", "clip": 1.0, "seed": 0,
+                               "test_size": 200, "dtype": "float32"})
+    while run.step < 300:
+        run.train_step()
+    assert run.test_loss() < 0.05  # well below the 0.167 of guessing
+
+
+def test_gradient_norms_are_those_of_the_hidden_states():
+    # a linear read-out of the last state only: dL/dh_T is exactly W^T dL/dy
+    run = experiments.TaskRun({"task": "adding", "cell": "rnn", "seq_len": 5, "hidden_size": 4, "batch_size": 2,
+                               "lr": 0.01, "optimizer": "adam", "clip": 0.0, "seed": 0, "test_size": 1,
+                               "dtype": "float64"})
+    x, y = run.task.batch(np.random.default_rng(0), 3, np.float64)
+    norms = experiments.hidden_state_gradients(run.model, run.task, x, y)
+    assert norms.shape == (6,)
+    out = run.model(x)
+    residual = 2 * (out.data[-1] - y) / y.size  # dMSE/dy
+    expected = np.linalg.norm(residual @ run.model.head.weight.data)
+    assert norms[-1] == pytest.approx(expected, rel=1e-10)
+    assert np.all(norms[:-1] > 0)
+
+
+def test_gradflow_command(capsys, tmp_path):
+    out = tmp_path / "gf"
+    code = main(["gradflow", "--seq-len", "30", "--hidden-size", "8", "--steps", "3", "--cells", "rnn,lstm",
+                 "--out", str(out)])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    rows = list(csv.DictReader((out / "gradflow.csv").open(newline="")))
+    assert len(rows) == 2 * 2 * 31  # cells x (initialization, trained) x (T + 1)
+    norms = {(r["cell"], r["phase"]): [] for r in rows}
+    for r in rows:
+        norms[r["cell"], r["phase"]].append(float(r["grad_norm"]))
+    rnn = norms["rnn", "initialization"]
+    assert rnn[0] < 1e-3 * rnn[-1]  # the tanh RNN's gradient vanishes over 30 steps
+    assert "|dL/dh_0| / |dL/dh_T|" in stdout
+    assert "gradflow.png" not in stdout or (out / "gradflow.png").exists()
+
+
+def test_experiment_bad_options(capsys, tmp_path):
+    assert main(["experiment", "adding", "--seq-len", "0"]) == 2
+    assert "argument --seq-len: expected a positive integer" in capsys.readouterr().err
+    assert main(["experiment", "sort"]) == 2
+    assert "invalid choice: 'sort'" in capsys.readouterr().err
+    assert main(["gradflow", "--cells", "rnn,cnn"]) == 2
+    assert "argument --cells" in capsys.readouterr().err
+
+
+def test_forget_bias_sets_only_the_lstm_forget_gates():
+    model = experiments.SequenceModel("lstm", 2, 3, 1, rng=np.random.default_rng(0), forget_bias=1.0)
+    b = model.rnn.bias_ih_l0.data + model.rnn.bias_hh_l0.data
+    np.testing.assert_allclose(b[3:6], 1.0)
+    assert np.all(np.abs(b[:3]) < 2 / np.sqrt(3)) and np.all(b[:3] != 1.0)  # other gates keep PyTorch's init
+    rnn = experiments.SequenceModel("rnn", 2, 3, 1, rng=np.random.default_rng(0), forget_bias=1.0)
+    assert np.all(np.abs(rnn.rnn.bias_ih_l0.data) <= 1 / np.sqrt(3))
