@@ -165,7 +165,8 @@ def _mT(x: Tensor) -> Tensor:
 
 def _matmul_vjp_y(g, ans, x, y):
     if y.ndim == 2 and x.ndim > 2:  # fold the batch into rows: one matmul, no (batch, n, m) temporary
-        return _mT(reshape(x, (-1, x.shape[-1]))) @ reshape(g, (-1, g.shape[-1]))
+        rows = int(np.prod(x.shape[:-1]))  # not -1: ambiguous when a dimension is 0
+        return _mT(reshape(x, (rows, x.shape[-1]))) @ reshape(g, (rows, g.shape[-1]))
     return sum_to(_mT(x) @ g, y.shape)
 
 

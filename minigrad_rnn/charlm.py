@@ -154,8 +154,8 @@ class CharLMTrainer:
         self.vocab = vocab or Vocabulary.from_text(text)
         ids = self.vocab.encode(text)
         batch_size, seq_len = config["batch_size"], config["seq_len"]
-        # every split must fill at least one evaluation batch
-        self.train_ids, self.valid_ids, self.test_ids = split_corpus(ids, min_len=2 * batch_size)
+        # every split must hold at least one segment of seq_len characters and its targets
+        self.train_ids, self.valid_ids, self.test_ids = split_corpus(ids, min_len=seq_len + 1)
         self.batches = TBPTTBatches(self.train_ids, batch_size, seq_len)
         self.rng = np.random.default_rng(config["seed"])  # initialization and dropout
         self.sample_rng = np.random.default_rng([config["seed"], 1])  # samples shown while training

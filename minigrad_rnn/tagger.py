@@ -24,7 +24,7 @@ from minigrad.functional import cross_entropy
 from minigrad.nn.utils import clip_grad_norm_
 
 from .data import (
-    IGNORE_INDEX, UNK, DataError, Sentence, TokenVocab, build_char_vocab, build_tag_vocab, build_word_vocab,
+    IGNORE_INDEX, DataError, Sentence, TokenVocab, build_char_vocab, build_tag_vocab, build_word_vocab,
     pad_batch,
 )
 from .layers import LSTM

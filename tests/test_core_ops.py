@@ -455,3 +455,15 @@ def test_getitem_repeated_indices_accumulate():
     y = mg.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
     (y[np.array([1, 1]), np.array([0, 0])] * mg.tensor([2.0, 5.0])).sum().backward()
     np.testing.assert_array_equal(y.grad.data, [[0.0, 0.0], [7.0, 0.0]])
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [((2, 3, 4), (4, 0)), ((0, 3, 4), (4, 2)), ((2, 3, 4), (4, 2))])
+def test_matmul_of_a_batch_with_a_matrix_folds_the_batch_in_backward(x_shape, w_shape):
+    rng = np.random.default_rng(0)
+    x = mg.Tensor(rng.standard_normal(x_shape), requires_grad=True)
+    w = mg.Tensor(rng.standard_normal(w_shape), requires_grad=True)
+    (x @ w).sum().backward()
+    ones = np.ones(x_shape[:-1] + w_shape[-1:])
+    rows = int(np.prod(x_shape[:-1]))
+    np.testing.assert_allclose(w.grad.data, x.data.reshape(rows, x_shape[-1]).T @ ones.reshape(rows, w_shape[-1]))
+    np.testing.assert_allclose(x.grad.data, ones @ w.data.T)
