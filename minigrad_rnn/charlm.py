@@ -24,7 +24,7 @@ from minigrad import nn, optim
 from minigrad.functional import cross_entropy
 from minigrad.nn.utils import clip_grad_norm_
 
-from .data import DataError, TBPTTBatches, Vocabulary, eval_batches, split_corpus
+from .data import DataError, TBPTTBatches, Vocabulary, check_checkpoint_header, eval_batches, split_corpus
 from .layers import GRU, LSTM, RNN
 from .utils import detach_state
 
@@ -242,11 +242,7 @@ def _state_tensors(saved):
 
 def check_checkpoint(checkpoint, where: str) -> dict:
     """The checkpoint dict if it is a complete char-LM checkpoint this version reads, else DataError."""
-    if not isinstance(checkpoint, dict) or checkpoint.get("kind") != CHECKPOINT_KIND:
-        raise DataError(f"{where} is not a minigrad-rnn character language model checkpoint")
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise DataError(f"{where} has checkpoint version {checkpoint.get('version')!r}; "
-                        f"this minigrad-rnn reads version {CHECKPOINT_VERSION}")
+    check_checkpoint_header(checkpoint, where, CHECKPOINT_KIND, CHECKPOINT_VERSION, "character language model")
     missing = [k for k in ("config", "vocab", "step", "model", "optimizer", "data", "state", "rng")
                if k not in checkpoint]
     if missing or not isinstance(checkpoint["config"], dict):

@@ -491,3 +491,14 @@ def split_sentences(sentences: Sequence[Sentence], valid_fraction: float = 0.1,
     is_valid[np.random.default_rng(seed).permutation(n)[:n_valid]] = True
     return ([s for s, v in zip(sentences, is_valid) if not v],
             [s for s, v in zip(sentences, is_valid) if v])
+
+
+def check_checkpoint_header(checkpoint, where: str, kind: str, version: int, description: str) -> dict:
+    """``checkpoint`` if it is a dict of this ``kind`` and ``version`` (as ``minigrad.load`` gave it),
+    else a one-line DataError naming ``where`` (the file) and what it holds instead."""
+    if not isinstance(checkpoint, dict) or checkpoint.get("kind") != kind:
+        raise DataError(f"{where} is not a minigrad-rnn {description} checkpoint")
+    if checkpoint.get("version") != version:
+        raise DataError(f"{where} has checkpoint version {checkpoint.get('version')!r}; "
+                        f"this minigrad-rnn reads version {version}")
+    return checkpoint

@@ -24,7 +24,8 @@ from minigrad.functional import cross_entropy
 from minigrad.nn.utils import clip_grad_norm_
 
 from .data import (
-    IGNORE_INDEX, DataError, Sentence, TokenVocab, build_char_vocab, build_tag_vocab, build_word_vocab,
+    IGNORE_INDEX, Sentence, TokenVocab, build_char_vocab, build_tag_vocab, build_word_vocab,
+    check_checkpoint_header,
     pad_batch,
 )
 from .layers import LSTM
@@ -168,12 +169,7 @@ class TaggerTrainer:
 
 def check_checkpoint(checkpoint, where: str) -> dict:
     """The checkpoint dict if it is a tagger checkpoint this version reads, else DataError."""
-    if not isinstance(checkpoint, dict) or checkpoint.get("kind") != CHECKPOINT_KIND:
-        raise DataError(f"{where} is not a minigrad-rnn tagger checkpoint")
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise DataError(f"{where} has checkpoint version {checkpoint.get('version')!r}; "
-                        f"this minigrad-rnn reads version {CHECKPOINT_VERSION}")
-    return checkpoint
+    return check_checkpoint_header(checkpoint, where, CHECKPOINT_KIND, CHECKPOINT_VERSION, "tagger")
 
 
 def load_tagger(checkpoint: dict) -> tuple[Tagger, Vocabularies]:
