@@ -135,6 +135,7 @@ class Tensor:
         return self._data.item()
 
     def tolist(self):
+        """The values as (nested) Python lists of numbers, as ``np.ndarray.tolist``."""
         return self._data.tolist()
 
     def __bool__(self):

@@ -67,6 +67,7 @@ class Module:
 
     # ----------------------------------------------------------------- calling
     def forward(self, *args, **kwargs):
+        """The computation; subclasses define it and are called as ``module(*args)``."""
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
@@ -74,6 +75,7 @@ class Module:
 
     # ----------------------------------------------------------------- traversal
     def named_children(self):
+        """(attribute name, sub-module) pairs of the direct sub-modules, in assignment order."""
         yield from self._modules.items()
 
     def children(self):
@@ -82,6 +84,7 @@ class Module:
             yield module
 
     def named_modules(self, prefix: str = ""):
+        """(dotted name, module) pairs of this module ("" or ``prefix``) and all descendants, depth first."""
         yield prefix, self
         for name, module in self._modules.items():
             yield from module.named_modules(f"{prefix}.{name}" if prefix else name)
@@ -166,6 +169,7 @@ class Module:
 
     # ----------------------------------------------------------------- display
     def extra_repr(self) -> str:
+        """Text shown inside this module's ``repr`` parentheses (e.g. sizes); override it."""
         return ""
 
     def __repr__(self):
@@ -185,6 +189,7 @@ class ModuleList(Module):
             self.append(module)
 
     def append(self, module: Module):
+        """Register ``module`` under the next index; returns self. Raises TypeError for a non-Module."""
         if not isinstance(module, Module):
             raise TypeError(f"ModuleList.append: expected a Module; got {type(module).__name__}")
         setattr(self, str(len(self._modules)), module)
