@@ -452,6 +452,9 @@ def parse_args(argv=None):
     parser.add_argument("--min-time", type=float, help="seconds per timed sample (default 0.1, quick 0.02)")
     parser.add_argument("--slow-limit", type=float, help="time a step only once when it takes longer (s)")
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads(N) (default: torch's own default)")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="keep freed heap memory in the process (minigrad.retain_freed_memory, as "
+                             "minigrad-rnn does); applies to every library alike")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -475,6 +478,7 @@ def main(argv=None):
             torch.set_num_threads(settings.torch_threads)
         except ImportError:
             pass
+    retained = settings.retain_freed_memory and rnn_steps.require("minigrad").retain_freed_memory()
     info = machine_info()
     print(f"# minigrad benchmarks ({'quick' if settings.quick else 'full'})\n")
     print(f"- {info['cpu']}, {info['cpu_count']} cores; Python {info['python']}; NumPy {info['numpy']} ({info['numpy_blas']})")
@@ -487,6 +491,7 @@ def main(argv=None):
     print(f"- torch {info['torch']}{torch_note}; autograd {info['autograd']}; mygrad {info['mygrad']}")
     if info["thread_env"]:
         print(f"- thread settings: {', '.join(f'{k}={v}' for k, v in info['thread_env'].items())}")
+    print(f"- allocator: {'glibc keeping 1 GB of freed memory (--retain-freed-memory)' if retained else 'system default'}")
     print(f"- load average at start: {', '.join(f'{x:.2f}' for x in info['load_average'])}")
     print(f"- median of {settings.repeats} samples after a warm-up, each sample >= {settings.min_time:g} s; "
           "x torch = time / torch's time (below 1: faster than torch), likewise x numpy-lstm")
@@ -503,7 +508,7 @@ def main(argv=None):
     results = {"machine": info, "settings": {
         "quick": settings.quick, "repeats": settings.repeats, "min_time": settings.min_time,
         "slow_limit": settings.slow_limit, "sections": settings.only, "libs": settings.libs,
-        "torch_threads": settings.torch_threads,
+        "torch_threads": settings.torch_threads, "retain_freed_memory": bool(retained),
     }, "rows": []}
     for section in SECTIONS:
         if section not in settings.only:

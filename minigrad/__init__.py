@@ -8,12 +8,14 @@
 Layout: ``tensor`` (the Tensor and creation helpers), ``autograd`` (the tape,
 reverse mode, grad modes), ``ops`` (every primitive beside its VJP rule),
 ``functional`` (losses built from ops), ``nn``, ``optim``, ``serialization``,
+``memory`` (keeping freed memory between training steps),
 and ``testing`` (gradcheck and Hypothesis strategies; imported on demand).
 """
 from . import ops  # noqa: F401  (binds the operators and methods onto Tensor)
 from .autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad, tape
+from .memory import retain_freed_memory
 from .ops import (
-    abs, add, astype, broadcast_to, chunk, clip, concatenate, div, exp, expand_dims, flip, log, matmul,
+    abs, add, addmm, astype, broadcast_to, chunk, clip, concatenate, div, exp, expand_dims, flip, log, matmul,
     max, maximum, mean, min, minimum, mul, neg, pow, relu, reshape, sigmoid, split, sqrt, squeeze, stack, sub,
     sum, sum_to, swapaxes, tanh, transpose, var, where,
 )

@@ -17,6 +17,7 @@ The walk is iterative (an explicit stack, never recursion), so a graph
 from __future__ import annotations
 
 import contextlib
+import itertools
 import traceback
 from pathlib import Path
 
@@ -126,20 +127,23 @@ class Op:
     (single) input into a dense NumPy ``buffer`` in place.  Reverse mode uses it
     when no graph is being built: backprop through ``x[t]`` for every step t
     then costs O(slice) per step instead of a full-size scatter (linear BPTT).
+
+    ``outer(i, g, ans, inputs) -> (left, right) or None``, optional, writes the
+    cotangent of input ``i`` as the NumPy product ``left.T @ right``.  Reverse
+    mode (again without a graph) keeps those factors and sums all of them with
+    ONE matmul over their stacked rows when the input's cotangent is needed:
+    a weight used at every time step gets its gradient as a hand-written BPTT
+    computes it, not as T small matmuls and T weight-sized temporaries.
     """
 
-    __slots__ = ("name", "rules", "variadic_rule", "accumulate")
+    __slots__ = ("name", "rules", "variadic_rule", "accumulate", "outer")
 
-    def __init__(self, name: str, *rules, variadic_rule=None, accumulate=None):
+    def __init__(self, name: str, *rules, variadic_rule=None, accumulate=None, outer=None):
         self.name = name
         self.rules = rules
         self.variadic_rule = variadic_rule
         self.accumulate = accumulate
-
-    def vjp(self, i, g, ans, inputs, params):
-        if self.variadic_rule is not None:
-            return self.variadic_rule(i, g, ans, inputs, **params)
-        return self.rules[i](g, ans, *inputs, **params)
+        self.outer = outer
 
     def __repr__(self):
         return f"Op({self.name})"
@@ -152,16 +156,23 @@ class TapeEntry:
     output was changed in place after that, the saved values are stale and
     backward refuses (PyTorch's version counter check).
     ``inputs`` is set to None once backward has freed the entry.
+    ``index`` numbers entries in the order the ops ran: every input of an op was
+    made before it, so sorting by ``index`` orders a graph topologically (as
+    PyTorch's sequence numbers).
     """
 
-    __slots__ = ("op", "inputs", "params", "clock", "created_at")
+    __slots__ = ("op", "inputs", "params", "clock", "index", "created_at")
 
     def __init__(self, op: Op, inputs: tuple, params: dict):
         self.op = op
         self.inputs = inputs
         self.params = params
         self.clock = STATE.version_clock
+        self.index = next(_ENTRY_INDEX)
         self.created_at = _user_frame() if STATE.anomaly else None
+
+
+_ENTRY_INDEX = itertools.count()
 
 
 class TapeLine:
@@ -217,27 +228,29 @@ _FREED = (
 )
 
 
+def _entry_index(t) -> int:
+    return -1 if t._entry is None else t._entry.index  # leaves last in reverse order
+
+
 def _topological_order(roots) -> list:
-    """Tensors that require grad reachable from ``roots``, inputs before outputs (iterative DFS)."""
-    order, visited = [], set()
-    stack = [(r, False) for r in reversed(roots)]
+    """Tensors that require grad reachable from ``roots``, inputs before outputs.
+
+    A traversal collects them and a sort by entry index orders them: every op's
+    inputs ran before it (no recursion, so graphs of any depth work).
+    """
+    seen = {id(r): r for r in roots}
+    stack = list(roots)
     while stack:
-        t, expanded = stack.pop()
-        if expanded:
-            order.append(t)
+        entry = stack.pop()._entry
+        if entry is None:
             continue
-        if id(t) in visited:
-            continue
-        visited.add(id(t))
-        stack.append((t, True))
-        entry = t._entry
-        if entry is not None:
-            if entry.inputs is None:
-                raise RuntimeError(_FREED)
-            for x in entry.inputs:
-                if x.requires_grad and id(x) not in visited:
-                    stack.append((x, False))
-    return order
+        if entry.inputs is None:
+            raise RuntimeError(_FREED)
+        for x in entry.inputs:
+            if x.requires_grad and id(x) not in seen:
+                seen[id(x)] = x
+                stack.append(x)
+    return sorted(seen.values(), key=_entry_index)
 
 
 def _accumulate(grads: dict, owned: set, key: int, g, create_graph: bool):
@@ -272,52 +285,101 @@ def run_backward(outputs, cotangents, retain_graph: bool, create_graph: bool, in
                 needed.add(id(t))
     results = None if inputs is None else [None] * len(inputs)
 
-    grads, owned = {}, set()
+    grads, owned, factors = {}, set(), {}
     for out, g in zip(outputs, cotangents):
         _accumulate(grads, owned, id(out), g, create_graph)
 
     previous_mode, anomaly = STATE.grad_enabled, STATE.anomaly
     STATE.grad_enabled = create_graph
     STATE.anomaly = False  # VJP results are checked below, naming the op whose backward failed
+    lazy = not (create_graph or anomaly)  # Op.accumulate / Op.outer only when no graph is built
     try:
         for t in reversed(order):
-            g = grads.pop(id(t), None)
+            key = id(t)
+            g = grads.pop(key, None)
+            if factors and key in factors:
+                g = _add_outer(g, factors.pop(key), t)
             if g is None:
                 continue
             if t._hooks:
-                for hook in list(t._hooks.values()):
-                    replaced = hook(g)
-                    if replaced is not None:
-                        g = replaced if isinstance(replaced, type(g)) else type(g)._wrap(np.asarray(replaced, dtype=g._data.dtype))
+                g = _run_hooks(t, g)
             entry = t._entry
-            if wanted is not None and id(t) in wanted:
-                results[wanted[id(t)]] = g
+            if wanted is not None and key in wanted:
+                results[wanted[key]] = g
             elif entry is None:
                 if inputs is None:
                     _accumulate_leaf_grad(t, g, create_graph)
                 continue
             if t._retains_grad and inputs is None:
                 t.grad = g if create_graph else g.detach()
-            if entry is None or (needed is not None and id(t) not in needed):
+            if entry is None or (needed is not None and key not in needed):
                 continue
-            _check_versions(t, entry)
-            for i, x in enumerate(entry.inputs):
+            if entry.clock != STATE.version_clock:
+                _check_versions(t, entry)
+            op, xs, params = entry.op, entry.inputs, entry.params
+            for i, x in enumerate(xs):
                 if not x.requires_grad or (needed is not None and id(x) not in needed):
                     continue
-                if entry.op.accumulate is not None and not create_graph:
-                    entry.op.accumulate(_owned_buffer(grads, owned, x), g._data, **entry.params)
+                if lazy and op.accumulate is not None:
+                    op.accumulate(_owned_buffer(grads, owned, x), g._data, **params)
                     continue
-                gx = entry.op.vjp(i, g, t, entry.inputs, entry.params)
+                if lazy and op.outer is not None:
+                    pair = op.outer(i, g, t, *xs, **params)
+                    if pair is not None:
+                        _defer_outer(factors, grads, owned, x, pair)
+                        continue
+                if op.variadic_rule is None:
+                    gx = op.rules[i](g, t, *xs, **params)
+                else:
+                    gx = op.variadic_rule(i, g, t, xs, **params)
                 if gx._data.dtype != x._data.dtype:  # e.g. float32 input of a float64 op
                     gx = gx.astype(x._data.dtype)
                 if anomaly:
-                    _check_finite(gx._data, f"backward (cotangent of input {i})", entry.op.name, entry.created_at)
-                _accumulate(grads, owned, id(x), gx, create_graph)
+                    _check_finite(gx._data, f"backward (cotangent of input {i})", op.name, entry.created_at)
+                if id(x) in grads:
+                    _accumulate(grads, owned, id(x), gx, create_graph)
+                else:
+                    grads[id(x)] = gx
             if not retain_graph:
                 entry.inputs = entry.params = None
     finally:
         STATE.grad_enabled, STATE.anomaly = previous_mode, anomaly
     return results
+
+
+def _run_hooks(t, g):
+    """Apply ``t``'s hooks in order; a hook may return a replacement cotangent."""
+    for hook in list(t._hooks.values()):
+        replaced = hook(g)
+        if replaced is not None:
+            g = replaced if isinstance(replaced, type(g)) else type(g)._wrap(np.asarray(replaced, dtype=g._data.dtype))
+    return g
+
+
+# Stacked factors are summed once they hold this many elements, which bounds the memory they
+# keep alive (16 MB in float32) while each matmul still has thousands of rows.
+_OUTER_BUDGET = 1 << 22
+
+
+def _defer_outer(factors: dict, grads: dict, owned: set, x, pair):
+    """Keep ``left.T @ right``, a term of the cotangent of ``x``, as its two factors."""
+    lefts, rights, size = factors.get(id(x)) or ([], [], 0)
+    lefts.append(pair[0])
+    rights.append(pair[1])
+    factors[id(x)] = (lefts, rights, size + pair[0].size + pair[1].size)
+    if size + pair[0].size + pair[1].size >= _OUTER_BUDGET:
+        _accumulate(grads, owned, id(x), _add_outer(None, factors.pop(id(x)), x), False)
+
+
+def _add_outer(g, stacked, x):
+    """``g`` (or nothing) plus the sum of the deferred ``left.T @ right`` terms: one matmul."""
+    lefts, rights, _ = stacked
+    left = lefts[0] if len(lefts) == 1 else np.concatenate(lefts)
+    right = rights[0] if len(rights) == 1 else np.concatenate(rights)
+    total = (left.T @ right).astype(x._data.dtype, copy=False)  # a fresh array: ours to add into
+    if g is not None:
+        total += g._data
+    return type(x)._wrap(total)
 
 
 def _owned_buffer(grads: dict, owned: set, x) -> np.ndarray:

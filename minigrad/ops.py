@@ -12,6 +12,7 @@ Ops that are compositions of other ops (``mean``, ``var``, ``stack``,
 from __future__ import annotations
 
 import builtins
+import math
 import numbers
 
 import numpy as np
@@ -29,7 +30,7 @@ def _operand(x, like: Tensor | None = None, op: str = "minigrad") -> Tensor:
     when that is floating point, so ``float32_tensor * 2.0`` stays float32 (NumPy's weak scalars)."""
     if isinstance(x, Tensor):
         return x
-    if like is not None and isinstance(x, numbers.Real) and like._data.dtype.kind == "f":
+    if like is not None and (type(x) is float or type(x) is int or isinstance(x, numbers.Real)) and like._data.dtype.kind == "f":
         return _wrap(np.asarray(x, dtype=like._data.dtype))
     array = np.asarray(x)
     if array.dtype.kind not in _NUMERIC_KINDS:
@@ -86,8 +87,10 @@ BROADCAST_TO = Op("broadcast_to", lambda g, ans, x: sum_to(g, x.shape))
 
 def sum_to(x: Tensor, shape) -> Tensor:
     """Sum ``x`` over broadcast dimensions down to ``shape`` (the adjoint of :func:`broadcast_to`)."""
+    if x._data.shape == shape:  # the common case: no broadcasting happened
+        return x
     shape = tuple(shape)
-    if x.shape == shape:
+    if x._data.shape == shape:
         return x
     return _make(SUM_TO, _sum_to_array(x._data, shape), (x,))
 
@@ -165,12 +168,22 @@ def _mT(x: Tensor) -> Tensor:
 
 def _matmul_vjp_y(g, ans, x, y):
     if y.ndim == 2 and x.ndim > 2:  # fold the batch into rows: one matmul, no (batch, n, m) temporary
-        rows = int(np.prod(x.shape[:-1]))  # not -1: ambiguous when a dimension is 0
+        rows = math.prod(x.shape[:-1])  # not -1: ambiguous when a dimension is 0
         return _mT(reshape(x, (rows, x.shape[-1]))) @ reshape(g, (rows, g.shape[-1]))
     return sum_to(_mT(x) @ g, y.shape)
 
 
-MATMUL = Op("matmul", lambda g, ans, x, y: sum_to(g @ _mT(y), x.shape), _matmul_vjp_y)
+def _matmul_outer_y(i, g, ans, x, y):
+    """The VJP of a matrix ``y`` as factors (x.T @ g over all rows), which reverse mode may defer."""
+    if i != 1 or y._data.ndim != 2:
+        return None
+    if x._data.ndim == 2:
+        return x._data, g._data
+    rows = math.prod(x.shape[:-1])  # not -1: ambiguous when a dimension is 0
+    return x._data.reshape(rows, x.shape[-1]), g._data.reshape(rows, g.shape[-1])
+
+
+MATMUL = Op("matmul", lambda g, ans, x, y: sum_to(g @ _mT(y), x.shape), _matmul_vjp_y, outer=_matmul_outer_y)
 
 
 def matmul(x, y) -> Tensor:
@@ -202,13 +215,58 @@ def matmul(x, y) -> Tensor:
     return _make(MATMUL, data, (x, y))
 
 
+def _addmm_outer(i, g, ans, input, mat1, mat2):  # noqa: A002
+    return (mat1._data, g._data) if i == 2 else None
+
+
+ADDMM = Op(
+    "addmm",
+    lambda g, ans, input, mat1, mat2: sum_to(g, input.shape),  # noqa: A002
+    lambda g, ans, input, mat1, mat2: g @ _mT(mat2),  # noqa: A002
+    lambda g, ans, input, mat1, mat2: _mT(mat1) @ g,  # noqa: A002
+    outer=_addmm_outer,
+)
+
+
+def addmm(input, mat1, mat2) -> Tensor:  # noqa: A002 - PyTorch's argument name
+    """``input + mat1 @ mat2`` as one op, as ``torch.addmm`` (beta = alpha = 1).
+
+    mat1 (n, k) and mat2 (k, m) are matrices; input broadcasts to (n, m).  The sum
+    is written into the product's buffer, so a recurrent step ``x_t + h @ W``
+    makes one (n, m) array instead of two.
+
+    Raises:
+        ValueError: operands that are not matrices, inner dimensions that differ, or
+            an input that does not broadcast to (n, m) (the message names the shapes).
+    """
+    input = _operand(input, mat1 if isinstance(mat1, Tensor) else None)  # noqa: A001
+    mat1, mat2 = _operand(mat1, mat2 if isinstance(mat2, Tensor) else None), _operand(mat2, mat1)
+    if mat1.ndim != 2 or mat2.ndim != 2 or mat1.shape[1] != mat2.shape[0]:
+        raise ValueError(f"addmm: expected matrices (n, k) and (k, m); got shapes {mat1.shape} and {mat2.shape}")
+    data = np.matmul(mat1._data, mat2._data)
+    try:
+        fits = np.broadcast_shapes(input.shape, data.shape) == data.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"addmm: input of shape {input.shape} does not broadcast to the product's shape {data.shape}")
+    if np.result_type(input._data, data) == data.dtype:
+        data += input._data
+    else:  # e.g. a float64 input with float32 matrices: promote, as input + mat1 @ mat2 would
+        data = data + input._data
+    return _make(ADDMM, data, (input, mat1, mat2))
+
+
 # ----------------------------------------------------------------------------- elementwise
 def _sigmoid(a: np.ndarray) -> np.ndarray:
     a = a if a.dtype.kind == "f" else a.astype(np.float64)
     # Clamp x from below so exp(-x) stays finite: where the clamp bites, sigmoid(x) is already
     # below the smallest normal float, so nothing is lost and no overflow warning is raised.
-    z = np.exp(-np.maximum(a, _exp_floor(a.dtype)))
-    return 1 / (1 + z)
+    z = np.maximum(a, _exp_floor(a.dtype), out=np.empty_like(a))  # the one new array; later passes write into it
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    z += 1
+    return np.reciprocal(z, out=z)
 
 
 def _exp_floor(dtype, _cache={}):  # noqa: B006 - a per-dtype cache
@@ -226,11 +284,22 @@ ABS = Op("abs", lambda g, ans, x: g * _wrap(np.sign(x._data)))
 # tanh and sigmoid get fused backward ops (as PyTorch's tanh_backward): one NumPy pass
 # instead of three tape ops per VJP, and still differentiable, by their own rules.
 def _tanh_backward_array(g, y):
-    return g * (1 - y * y)
+    d = np.multiply(y, y, out=np.empty_like(y))
+    np.subtract(1, d, out=d)
+    return _times(g, d)
 
 
 def _sigmoid_backward_array(g, y):
-    return g * y * (1 - y)
+    d = np.subtract(1, y, out=np.empty_like(y))
+    d *= y
+    return _times(g, d)
+
+
+def _times(g, d):
+    """g * d, written into ``d`` (a temporary of ours) unless g broadcasts it or changes its dtype."""
+    if g.shape == d.shape and g.dtype == d.dtype:
+        return np.multiply(g, d, out=d)
+    return g * d
 
 
 TANH_BACKWARD = Op(  # g * (1 - y**2)

@@ -168,9 +168,10 @@ class _GatedCell(RecurrentCell):
         self._weight_hh_t = self.weight_hh.T  # once per sequence rather than once per step
         return linear(x, self.weight_ih, None if self.bias_ih is None else self._input_bias())
 
-    def _recurrent(self, h: Tensor) -> Tensor:
-        """h @ weight_hh.T, reading h through the variational dropout mask when there is one."""
-        return (h if self._h_mask is None else h * self._h_mask) @ self._weight_hh_t
+    def _recurrent(self, h: Tensor, plus=None) -> Tensor:
+        """plus + h @ weight_hh.T (one addmm), reading h through the variational dropout mask if any."""
+        h = h if self._h_mask is None else h * self._h_mask
+        return h @ self._weight_hh_t if plus is None else ops.addmm(plus, h, self._weight_hh_t)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -207,7 +208,7 @@ class RNNCell(_GatedCell):
         self.reset_parameters()
 
     def step(self, x_t, h):
-        h = self._activation(x_t + self._recurrent(h))
+        h = self._activation(self._recurrent(h, plus=x_t))
         return h, h
 
     def extra_repr(self) -> str:
@@ -256,7 +257,7 @@ class LSTMCell(_GatedCell):
 
     def step(self, x_t, state):
         h, c = state
-        gates = x_t + self._recurrent(h)
+        gates = self._recurrent(h, plus=x_t)
         act = ops.sigmoid(gates)  # one sigmoid over all four blocks; the g block's is simply not used
         c = act[self._f] * c + act[self._i] * ops.tanh(gates[self._g])
         h = act[self._o] * ops.tanh(c)
@@ -292,9 +293,7 @@ class GRUCell(_GatedCell):
         return self.bias_ih  # b_hn sits inside r * (W_hn h + b_hn), so b_hh stays in the step
 
     def step(self, x_t, h):
-        gh = self._recurrent(h)
-        if self.bias_hh is not None:
-            gh = gh + self.bias_hh
+        gh = self._recurrent(h, plus=self.bias_hh)
         rz = ops.sigmoid(x_t[self._rz] + gh[self._rz])
         n = ops.tanh(x_t[self._n] + rz[self._r] * gh[self._n])
         h = n + rz[self._z] * (h - n)  # (1 - z) * n + z * h, one op fewer

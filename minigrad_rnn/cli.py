@@ -727,6 +727,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        mg.retain_freed_memory()  # reuse each step's memory instead of faulting it in again
         with threadpool_limits(limits=_blas_threads(), user_api="blas"):
             return args.handler(args)
     except SystemExit as e:  # --help and --version

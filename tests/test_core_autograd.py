@@ -378,3 +378,13 @@ def test_float32_input_of_a_float64_op_gets_a_float32_gradient():
     out.sum().backward()
     assert x.grad.dtype == np.float32
     np.testing.assert_array_equal(x.grad.data, [3.0, 4.0])
+
+
+def test_retain_freed_memory_applies_on_glibc_and_rejects_bad_sizes():
+    import platform
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert mg.retain_freed_memory(64) is expected
+    for bad in (-1, 1.5, True, "64"):
+        with pytest.raises(ValueError, match="retain_freed_memory: megabytes must be a non-negative integer"):
+            mg.retain_freed_memory(bad)

@@ -189,6 +189,56 @@ def test_matmul(xy):
     assert check_grads(mg.matmul, [x, y])
 
 
+@st.composite
+def addmm_operands(draw):
+    """input broadcastable to (n, m), mat1 (n, k), mat2 (k, m), sizes 0..3."""
+    n, k, m = (draw(st.integers(0, 3)) for _ in range(3))
+    input_shape = draw(st.sampled_from([(n, m), (m,), (1, m), (n, 1), ()]))
+    return [draw(tensors(shape=shape, requires_grad=True)) for shape in (input_shape, (n, k), (k, m))]
+
+
+@given(operands=addmm_operands())
+def test_addmm(operands):
+    bias, x, w = operands
+    assert_forward(mg.addmm(bias, x, w), bias.data + x.data @ w.data)
+    assert check_grads(mg.addmm, operands)
+
+
+def test_addmm_promotes_as_the_sum_would_and_names_bad_shapes():
+    x, w = mg.ones((2, 3), dtype=np.float32), mg.ones((3, 4), dtype=np.float32)
+    assert mg.addmm(mg.ones(4, dtype=np.float32), x, w).dtype == np.float32
+    assert mg.addmm(mg.ones(4), x, w).dtype == np.float64  # float64 input: promoted, as input + x @ w
+    with pytest.raises(ValueError, match=r"addmm: input of shape \(3, 2, 4\) does not broadcast"):
+        mg.addmm(mg.ones((3, 2, 4)), x, w)
+    with pytest.raises(ValueError, match=r"addmm: expected matrices .* \(2, 3\) and \(4, 3\)"):
+        mg.addmm(mg.ones(4), x, mg.ones((4, 3)))
+
+
+def test_a_weight_used_at_many_steps_gets_its_gradient_summed_in_one_deferred_matmul():
+    # x_t @ w for many t: reverse mode keeps the (x_t, g_t) factors and sums them in one matmul,
+    # in several batches once they pass the memory budget; the result must equal the plain sum.
+    from minigrad import autograd
+
+    rng = np.random.default_rng(0)
+    w = mg.Tensor(rng.standard_normal((6, 5)), requires_grad=True)
+    xs = [mg.Tensor(rng.standard_normal((4, 6))) for _ in range(9)]
+    gs = [rng.standard_normal((4, 5)) for _ in range(9)]
+    expected = sum(x.data.T @ g for x, g in zip(xs, gs)) + 2 * w.data  # plus an ordinary use of w
+    for budget in (autograd._OUTER_BUDGET, 100):  # one batch; a batch every two steps
+        old, autograd._OUTER_BUDGET = autograd._OUTER_BUDGET, budget
+        try:
+            w.grad = None
+            loss = (w * w).sum()
+            for x, g in zip(xs, gs):
+                loss = loss + ((x @ w) * mg.Tensor(g)).sum()
+            loss.backward()
+        finally:
+            autograd._OUTER_BUDGET = old
+        np.testing.assert_allclose(w.grad.data, expected, rtol=1e-12)
+        (hvp,) = mg.grad(((xs[0] @ w) ** 2).sum(), [w], create_graph=True)  # the graph-building path
+        np.testing.assert_allclose(hvp.data, 2 * xs[0].data.T @ (xs[0].data @ w.data), rtol=1e-12)
+
+
 # ----------------------------------------------------------------------------- reductions
 @st.composite
 def reduction_case(draw, elements=None, unique=False, nonempty=True):
