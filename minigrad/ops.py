@@ -244,16 +244,16 @@ def addmm(input, mat1, mat2) -> Tensor:  # noqa: A002 - PyTorch's argument name
     if mat1.ndim != 2 or mat2.ndim != 2 or mat1.shape[1] != mat2.shape[0]:
         raise ValueError(f"addmm: expected matrices (n, k) and (k, m); got shapes {mat1.shape} and {mat2.shape}")
     data = np.matmul(mat1._data, mat2._data)
+    shape = data.shape
     try:
-        fits = np.broadcast_shapes(input.shape, data.shape) == data.shape
+        if input._data.dtype == data.dtype:
+            np.add(data, input._data, out=data)  # into the product's buffer
+        else:  # e.g. a float64 input with float32 matrices: promote, as input + mat1 @ mat2 would
+            data = data + input._data
+            if data.shape != shape:
+                raise ValueError
     except ValueError:
-        fits = False
-    if not fits:
-        raise ValueError(f"addmm: input of shape {input.shape} does not broadcast to the product's shape {data.shape}")
-    if np.result_type(input._data, data) == data.dtype:
-        data += input._data
-    else:  # e.g. a float64 input with float32 matrices: promote, as input + mat1 @ mat2 would
-        data = data + input._data
+        raise ValueError(f"addmm: input of shape {input.shape} does not broadcast to the product's shape {shape}") from None
     return _make(ADDMM, data, (input, mat1, mat2))
 
 
@@ -655,7 +655,11 @@ def chunk(x, chunks: int, axis: int = 0) -> list:
 # ----------------------------------------------------------------------------- indexing
 def _normalize_index(index):
     """Tensors in an index become arrays; report whether it is basic (a view, no repeats)."""
+    if type(index) is int or type(index) is slice:  # x[t] in a time loop: the common cases first
+        return index, True
     items = index if isinstance(index, tuple) else (index,)
+    if builtins.all(type(i) is slice for i in items):  # e.g. the gate blocks of a recurrent step
+        return index, True
     items = tuple(t._data if isinstance(t, Tensor) else t for t in items)
     basic = builtins.all(
         isinstance(i, (slice, type(None), type(Ellipsis))) or (isinstance(i, numbers.Integral) and not isinstance(i, bool))
