@@ -13,15 +13,21 @@ from __future__ import annotations
 import ctypes
 import sys
 
-_M_TOP_PAD = -2  # glibc <malloc.h>: free memory kept at the top of the heap when it shrinks
+# glibc <malloc.h>.  Setting either turns off glibc's own adjustment of the mmap threshold, so
+# both are set: arrays up to 32 MB (glibc's largest threshold) come from the heap, whose top
+# keeps up to M_TOP_PAD bytes of freed memory instead of returning it to the OS.
+_M_TOP_PAD, _M_MMAP_THRESHOLD = -2, -3
+_MMAP_THRESHOLD_MAX = 32 << 20
 
 
 def retain_freed_memory(megabytes: int = 1024) -> bool:
     """Ask glibc's malloc to keep up to ``megabytes`` MB of freed heap memory instead of returning it.
 
-    Process-wide (every library's arrays share the one heap) and lasting; call it
-    once, before training.  The memory kept is at most the given size, as resident
-    memory that the next step reuses.  ``minigrad-rnn`` calls it at start-up.
+    Arrays up to 32 MB are then served from the heap (glibc's mmap threshold is
+    raised to its maximum), and up to ``megabytes`` of freed memory stays resident
+    for the next step to reuse.  Process-wide (every library's arrays share the one
+    heap) and lasting: call it once, before training.  ``minigrad-rnn`` calls it at
+    start-up; ``python -m benchmarks.run --retain-freed-memory`` shows its effect.
 
     Returns:
         True if applied; False (and nothing changed) where the C library is not
@@ -39,4 +45,5 @@ def retain_freed_memory(megabytes: int = 1024) -> bool:
     except (OSError, AttributeError):  # no mallopt: not glibc
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_TOP_PAD, min(megabytes << 20, 2**31 - 1)))
+    top_pad = min(megabytes << 20, 2**31 - 1)
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TOP_PAD, top_pad))
