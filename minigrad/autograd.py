@@ -128,7 +128,7 @@ class Op:
     when no graph is being built: backprop through ``x[t]`` for every step t
     then costs O(slice) per step instead of a full-size scatter (linear BPTT).
 
-    ``outer(i, g, ans, inputs) -> (left, right) or None``, optional, writes the
+    ``outer(i, g, ans, *inputs, **params) -> (left, right) or None``, optional, writes the
     cotangent of input ``i`` as the NumPy product ``left.T @ right``.  Reverse
     mode (again without a graph) keeps those factors and sums all of them with
     ONE matmul over their stacked rows when the input's cotangent is needed:

@@ -30,7 +30,7 @@ def _operand(x, like: Tensor | None = None, op: str = "minigrad") -> Tensor:
     when that is floating point, so ``float32_tensor * 2.0`` stays float32 (NumPy's weak scalars)."""
     if isinstance(x, Tensor):
         return x
-    if like is not None and (type(x) is float or type(x) is int or isinstance(x, numbers.Real)) and like._data.dtype.kind == "f":
+    if like is not None and like._data.dtype.kind == "f" and (type(x) in (float, int) or isinstance(x, numbers.Real)):
         return _wrap(np.asarray(x, dtype=like._data.dtype))
     array = np.asarray(x)
     if array.dtype.kind not in _NUMERIC_KINDS:
@@ -90,7 +90,7 @@ def sum_to(x: Tensor, shape) -> Tensor:
     if x._data.shape == shape:  # the common case: no broadcasting happened
         return x
     shape = tuple(shape)
-    if x._data.shape == shape:
+    if x._data.shape == shape:  # the same shape, given as a list
         return x
     return _make(SUM_TO, _sum_to_array(x._data, shape), (x,))
 
@@ -675,10 +675,14 @@ def _scatter_add_array(g: np.ndarray, index, basic: bool, shape) -> np.ndarray:
 
 
 def _add_at(buffer: np.ndarray, g: np.ndarray, index, basic: bool):
-    if basic:
-        buffer[index] += g
-    else:
+    if not basic:
         np.add.at(buffer, index, g)
+        return
+    view = buffer[index]
+    if type(view) is np.ndarray:  # add through the view: `buffer[index] += g` would copy it back
+        view += g
+    else:  # a single element
+        buffer[index] += g
 
 
 GETITEM = Op(
