@@ -517,3 +517,19 @@ def test_matmul_of_a_batch_with_a_matrix_folds_the_batch_in_backward(x_shape, w_
     rows = int(np.prod(x_shape[:-1]))
     np.testing.assert_allclose(w.grad.data, x.data.reshape(rows, x_shape[-1]).T @ ones.reshape(rows, w_shape[-1]))
     np.testing.assert_allclose(x.grad.data, ones @ w.data.T)
+
+
+def test_a_hook_on_a_weight_used_at_many_steps_sees_its_whole_gradient_once():
+    rng = np.random.default_rng(1)
+    w = mg.Tensor(rng.standard_normal((3, 2)), requires_grad=True)
+    w_t = w.T  # a non-leaf used at every step, as the recurrent cells use weight_hh.T
+    w_t.retain_grad()
+    seen = []
+    w_t.register_hook(lambda g: seen.append(np.array(g.data)))
+    xs = [mg.Tensor(rng.standard_normal((4, 2))) for _ in range(5)]
+    sum(((x @ w_t) ** 2).sum() for x in xs).backward()
+    expected = sum(2 * x.data.T @ (x.data @ w.data.T) for x in xs)
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], expected, rtol=1e-12)
+    np.testing.assert_allclose(w_t.grad.data, expected, rtol=1e-12)
+    np.testing.assert_allclose(w.grad.data, expected.T, rtol=1e-12)
