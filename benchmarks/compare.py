@@ -3,7 +3,7 @@
     python -m benchmarks.compare benchmarks/results/before.json benchmarks/results/after.json
 
 Rows are matched by section, case, dtype and library; "new / old" below 1
-means the new run was faster (or, for GFLOP/s-only rows, slower).
+means the new run was faster.
 """
 
 import argparse

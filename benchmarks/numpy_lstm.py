@@ -65,16 +65,13 @@ class NumpyLSTM:
         return {name: getattr(self, name) for name in PARAM_NAMES}
 
     def load_state_dict(self, state):
-        """Copy parameters from ``{name: array}`` (PyTorch names, with or without ``_l0``)."""
+        """Copy parameters from ``{name: array}`` (PyTorch's names without the ``_l0`` suffix)."""
         for name in PARAM_NAMES:
-            value = state[name] if name in state else state[name + "_l0"]
+            value = state[name]
             old = getattr(self, name)
             if np.shape(value) != old.shape:
                 raise ValueError(f"{name}: expected shape {old.shape}, got {np.shape(value)}")
             setattr(self, name, np.array(value, dtype=self.dtype))
-
-    def __call__(self, x, h0=None, c0=None):
-        return self.forward(x, h0, c0)
 
     def forward(self, x, h0=None, c0=None):
         """Run the layer over ``x`` (T, B, I); return ``out`` (T, B, H), ``h_n``, ``c_n`` (B, H).

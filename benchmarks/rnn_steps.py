@@ -92,8 +92,6 @@ def minigrad_rnn(data):
     mg = require("minigrad")
     layers = require("minigrad_rnn")
     cls_name = data["kind"].upper()
-    if not hasattr(layers, cls_name):
-        raise Unavailable(f"minigrad_rnn.{cls_name} not available yet")
     x, g_out = data["x"], data["g_out"]
     rnn = getattr(layers, cls_name)(x.shape[2], data["H"], dtype=data["dtype"], rng=np.random.default_rng(0))
     # Parameter names may carry a layer suffix or prefix ("weight_ih_l0").

@@ -314,7 +314,7 @@ def run_backward(outputs, cotangents, retain_graph: bool, create_graph: bool, in
                 t.grad = g if create_graph else g.detach()
             if entry is None or (needed is not None and key not in needed):
                 continue
-            if entry.clock != STATE.version_clock:
+            if entry.clock != STATE.version_clock:  # something changed in place since the op ran
                 _check_versions(t, entry)
             op, xs, params = entry.op, entry.inputs, entry.params
             for i, x in enumerate(xs):
@@ -366,8 +366,9 @@ def _defer_outer(factors: dict, grads: dict, owned: set, x, pair):
     lefts, rights, size = factors.get(id(x)) or ([], [], 0)
     lefts.append(pair[0])
     rights.append(pair[1])
-    factors[id(x)] = (lefts, rights, size + pair[0].size + pair[1].size)
-    if size + pair[0].size + pair[1].size >= _OUTER_BUDGET:
+    size += pair[0].size + pair[1].size
+    factors[id(x)] = (lefts, rights, size)
+    if size >= _OUTER_BUDGET:
         _accumulate(grads, owned, id(x), _add_outer(None, factors.pop(id(x)), x), False)
 
 
@@ -403,8 +404,7 @@ def _accumulate_leaf_grad(t, g, create_graph: bool):
 
 
 def _check_versions(t, entry):
-    if entry.clock == STATE.version_clock:  # nothing changed in place since the op ran
-        return
+    """Refuse stale saved values; called only when the clock moved since ``entry`` was recorded."""
     stale = [i for i, x in enumerate(entry.inputs) if x._version > entry.clock]
     if stale or t._version > entry.clock:
         what = f"input {stale[0]} (shape {entry.inputs[stale[0]].shape})" if stale else f"its output (shape {t.shape})"

@@ -18,6 +18,8 @@ _REDUCTIONS = ("mean", "sum", "none")
 def _max_shift(x, axis, where: str):
     """``x`` as a tensor and its max over ``axis`` as a constant: exp(x - max) is <= 1, never overflows."""
     x = ops._operand(x, op=where)
+    if x.dtype.kind != "f":  # integer logits: compute in float64, as np.exp would
+        x = ops.astype(x, np.float64)
     axes = ops._normalize_axis(axis, x.ndim, where)
     m = np.max(x.data, axis=axes, keepdims=True, initial=-np.inf)
     return x, np.where(np.isfinite(m), m, 0)  # an all -inf row stays -inf, not NaN
@@ -148,4 +150,4 @@ def embedding(weight: Tensor, indices, padding_idx=None) -> Tensor:
     if padding_idx is None:
         return rows
     padded = (indices == padding_idx)[..., None]
-    return ops.where(padded, Tensor._wrap(np.take(weight.data, indices, axis=0)), rows)
+    return ops.where(padded, rows.detach(), rows)  # padding rows: same values, no gradient

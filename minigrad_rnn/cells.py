@@ -34,6 +34,7 @@ import numpy as np
 
 from minigrad import Tensor, ops
 from minigrad.nn import Module, Parameter, init
+from minigrad.nn.layers import _float_dtype
 from minigrad.tensor import _rng
 
 from .utils import as_tensor, check_input, check_state, linear, tree_map
@@ -87,10 +88,8 @@ class RecurrentCell(Module):
         name = type(self).__name__
         _check_size(input_size, "input_size", name)
         _check_size(hidden_size, "hidden_size", name)
-        dtype = np.dtype(dtype)
-        if dtype.kind != "f":
-            raise TypeError(f"{name}: dtype must be a floating-point type (np.float32 or np.float64); got {dtype}")
-        self.input_size, self.hidden_size, self.dtype = int(input_size), int(hidden_size), dtype
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.dtype = _float_dtype(dtype, name)
 
     @property
     def output_size(self) -> int:
@@ -102,6 +101,8 @@ class RecurrentCell(Module):
         return x
 
     def step(self, x_t: Tensor, state):
+        """One time step: x_t (B, ...) is ``project(x)[t]``, ``state`` nested as ``initial_state(B)``;
+        returns ``(output_t (B, output_size), new_state)``.  Raises NotImplementedError here."""
         raise NotImplementedError(f"{type(self).__name__} must define step(x_t, state) -> (output_t, new_state)")
 
     def initial_state(self, batch_size: int):
@@ -250,6 +251,11 @@ class LSTMCell(_GatedCell):
     def output_size(self) -> int:
         return self.proj_size or self.hidden_size
 
+    def project(self, x: Tensor) -> Tensor:
+        if self.proj_size:
+            self._weight_hr_t = self.weight_hr.T  # once per sequence, as weight_hh.T
+        return super().project(x)
+
     def initial_state(self, batch_size: int):
         """Zeros (h (B, proj_size or H), c (B, H))."""
         return (Tensor._wrap(np.zeros((batch_size, self.output_size), self.dtype)),
@@ -262,7 +268,7 @@ class LSTMCell(_GatedCell):
         c = act[self._f] * c + act[self._i] * ops.tanh(gates[self._g])
         h = act[self._o] * ops.tanh(c)
         if self.proj_size:
-            h = h @ self.weight_hr.T
+            h = h @ self._weight_hr_t
         return h, (h, c)
 
     def extra_repr(self) -> str:

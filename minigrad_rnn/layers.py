@@ -36,7 +36,7 @@ from minigrad import Tensor, functional as F, ops
 from minigrad.nn import Module, ModuleList, Parameter
 from minigrad.tensor import _rng
 
-from .cells import GRUCell, LSTMCell, RNNCell
+from .cells import GRUCell, LSTMCell, RNNCell, _check_probability
 from .utils import as_tensor, check_input, check_state, same_structure, tree_leaves, tree_map, tree_unflatten
 
 __all__ = ["run_cell", "Recurrent", "RNN", "LSTM", "GRU"]
@@ -189,9 +189,7 @@ class Recurrent(Module):
         D = 2 if bidirectional else 1
         if not cells or len(cells) % D or not all(isinstance(c, Module) for c in cells):
             raise ValueError(f"{name}: cells must be a non-empty list of Modules, {D} per layer; got {len(cells)}")
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
-            raise ValueError(f"{name}: dropout should be a number in range [0, 1] representing the probability "
-                             f"of an element being zeroed; got {dropout!r}")
+        _check_probability(dropout, "dropout", name)
         if dropout > 0 and len(cells) == D:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                           f"expects num_layers greater than 1, but got dropout={dropout} and num_layers=1",

@@ -145,8 +145,7 @@ def check_state(where: str, given, expected, batched: bool, batch_axis: int, nam
         if got.dtype != want.dtype:
             raise ValueError(f"{where}: {path} has dtype {got.dtype} but the weights are {want.dtype}")
         checked.append(got if batched else ops.expand_dims(got, batch_axis))
-    leaves = iter(checked)
-    return tree_map(lambda _: next(leaves), expected)
+    return tree_unflatten(expected, checked)
 
 
 def _describe(state) -> str:

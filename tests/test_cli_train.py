@@ -166,8 +166,7 @@ def test_sample_top_k_1_is_greedy(capsys, text_file, tmp_path):
 
 def test_console_script_and_python_m(text_file, tmp_path):
     script = Path(sys.executable).parent / "minigrad-rnn"
-    if not script.exists():
-        pytest.skip(f"console script not installed at {script}")
+    assert script.exists(), f"console script not installed at {script} (install with pip install -e .)"
     out = tmp_path / "run"
     done = subprocess.run([str(script), "train", "--data", str(text_file), *TINY, "--steps", "2",
                            "--out", str(out)], capture_output=True, text=True, timeout=120)

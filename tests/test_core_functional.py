@@ -232,3 +232,14 @@ def test_log_softmax_keeps_float32_accuracy_at_large_logits():
     np.testing.assert_allclose(F.log_softmax(x).data, expected, rtol=1e-6)
     np.testing.assert_allclose(F.cross_entropy(x, [0, 1], reduction="none").data,
                                -expected[[0, 1], [0, 1]], rtol=1e-6)
+
+
+def test_softmax_family_takes_integer_logits_as_float64():
+    logits = mg.tensor([[1, 2, 3], [0, 0, 0]])
+    expected = np.exp([[1.0, 2, 3], [0, 0, 0]])
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(mg.functional.softmax(logits).data, expected, rtol=1e-15)
+    np.testing.assert_allclose(mg.functional.log_softmax(logits).data, np.log(expected), rtol=1e-15)
+    np.testing.assert_allclose(mg.functional.logsumexp(logits).data, np.log(np.exp([[1.0, 2, 3], [0, 0, 0]]).sum(1)),
+                               rtol=1e-15)
+    assert mg.functional.softmax(logits).dtype == np.float64

@@ -214,7 +214,7 @@ def test_addmm_promotes_as_the_sum_would_and_names_bad_shapes():
         mg.addmm(mg.ones(4), x, mg.ones((4, 3)))
 
 
-def test_a_weight_used_at_many_steps_gets_its_gradient_summed_in_one_deferred_matmul():
+def test_a_weight_used_at_many_steps_gets_its_gradient_summed_in_one_deferred_matmul(monkeypatch):
     # x_t @ w for many t: reverse mode keeps the (x_t, g_t) factors and sums them in one matmul,
     # in several batches once they pass the memory budget; the result must equal the plain sum.
     from minigrad import autograd
@@ -224,16 +224,13 @@ def test_a_weight_used_at_many_steps_gets_its_gradient_summed_in_one_deferred_ma
     xs = [mg.Tensor(rng.standard_normal((4, 6))) for _ in range(9)]
     gs = [rng.standard_normal((4, 5)) for _ in range(9)]
     expected = sum(x.data.T @ g for x, g in zip(xs, gs)) + 2 * w.data  # plus an ordinary use of w
-    for budget in (autograd._OUTER_BUDGET, 100):  # one batch; a batch every two steps
-        old, autograd._OUTER_BUDGET = autograd._OUTER_BUDGET, budget
-        try:
-            w.grad = None
-            loss = (w * w).sum()
-            for x, g in zip(xs, gs):
-                loss = loss + ((x @ w) * mg.Tensor(g)).sum()
-            loss.backward()
-        finally:
-            autograd._OUTER_BUDGET = old
+    for budget in (autograd._OUTER_BUDGET, 100):  # one batch; a batch every three steps (44 elements each)
+        monkeypatch.setattr(autograd, "_OUTER_BUDGET", budget)
+        w.grad = None
+        loss = (w * w).sum()
+        for x, g in zip(xs, gs):
+            loss = loss + ((x @ w) * mg.Tensor(g)).sum()
+        loss.backward()
         np.testing.assert_allclose(w.grad.data, expected, rtol=1e-12)
         (hvp,) = mg.grad(((xs[0] @ w) ** 2).sum(), [w], create_graph=True)  # the graph-building path
         np.testing.assert_allclose(hvp.data, 2 * xs[0].data.T @ (xs[0].data @ w.data), rtol=1e-12)

@@ -1,6 +1,5 @@
 """Tests for minigrad_rnn.data: text corpus, TBPTT batching, CoNLL-U and tagger batches."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

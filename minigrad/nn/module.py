@@ -162,9 +162,7 @@ class Module:
                     )
                 arrays[name] = value
         for name, value in arrays.items():  # only once every shape has been checked
-            param = params[name]
-            param._data = value.astype(param.dtype, copy=True)
-            param._bump_version()
+            params[name].data = value.astype(params[name].dtype, copy=True)
         return missing, unexpected
 
     # ----------------------------------------------------------------- display
