@@ -80,8 +80,22 @@ def measure(fns, settings):
             results[name] = ([], "")
     for _ in range(settings.repeats):
         for name, number in numbers.items():
+            settle(fns[name][0], settings)
             results[name][0].append(timed(fns[name][0], number))
     return results
+
+
+def settle(fn, settings):
+    """Let the previous library's idle threads stop spinning, then wake ``fn``'s own.
+
+    OpenBLAS and OpenMP worker threads busy-wait for ~0.1 s after their last task. On
+    two cores, timing torch right after NumPy (or the reverse) made its first calls
+    2-3x slower, and samples of a fast step were mostly that. A pause and one untimed
+    call before every sample keep the interleaving (load changes still hit every
+    library alike) without the cross-talk.
+    """
+    time.sleep(settings.settle)
+    fn()
 
 
 def warm_up(fn):
@@ -450,6 +464,9 @@ def parse_args(argv=None):
     parser.add_argument("--libs", nargs="+", help="run only these libraries (e.g. minigrad torch numpy-lstm)")
     parser.add_argument("--repeats", type=int, help="timed samples per row (default 7, quick 3)")
     parser.add_argument("--min-time", type=float, help="seconds per timed sample (default 0.1, quick 0.02)")
+    parser.add_argument("--settle", type=float, default=0.2,
+                        help="seconds to pause before each timed sample, so one library's spinning "
+                             "threads do not slow the next (default 0.2)")
     parser.add_argument("--slow-limit", type=float, help="time a step only once when it takes longer (s)")
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads(N) (default: torch's own default)")
     parser.add_argument("--retain-freed-memory", action="store_true",
@@ -493,7 +510,8 @@ def main(argv=None):
         print(f"- thread settings: {', '.join(f'{k}={v}' for k, v in info['thread_env'].items())}")
     print(f"- allocator: {'glibc keeping 1 GB of freed memory (--retain-freed-memory)' if retained else 'system default'}")
     print(f"- load average at start: {', '.join(f'{x:.2f}' for x in info['load_average'])}")
-    print(f"- median of {settings.repeats} samples after a warm-up, each sample >= {settings.min_time:g} s; "
+    print(f"- median of {settings.repeats} samples after a warm-up, each sample >= {settings.min_time:g} s "
+          f"after a {settings.settle:g} s pause and one untimed call; "
           "x torch = time / torch's time (below 1: faster than torch), likewise x numpy-lstm")
     print("- peak MB: allocations during one step above those live before it "
           "(tracemalloc; torch: torch.profiler allocation events)\n")
@@ -507,7 +525,7 @@ def main(argv=None):
     }
     results = {"machine": info, "settings": {
         "quick": settings.quick, "repeats": settings.repeats, "min_time": settings.min_time,
-        "slow_limit": settings.slow_limit, "sections": settings.only, "libs": settings.libs,
+        "slow_limit": settings.slow_limit, "settle": settings.settle, "sections": settings.only, "libs": settings.libs,
         "torch_threads": settings.torch_threads, "retain_freed_memory": bool(retained),
     }, "rows": []}
     for section in SECTIONS:

@@ -5,6 +5,7 @@ All are numerically stable: the log-sum-exp trick keeps logits of magnitude
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -28,6 +29,25 @@ def _max_shift(x, axis, where: str):
 def _log_sum_exp(shifted: Tensor, axis) -> Tensor:
     with np.errstate(divide="ignore"):  # an empty axis sums to 0 and gives -inf, as PyTorch
         return ops.log(ops.sum(ops.exp(shifted), axis=axis, keepdims=True))
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002 - PyTorch's name
+    """``input @ weight.T + bias``, as ``torch.nn.functional.linear``.
+
+    input (..., in) or (in,), weight (out, in), bias (out,) or None -> (..., out).  The
+    leading axes are flattened first, so a whole sequence (T, B, in) is ONE 2-D GEMM
+    (NumPy runs a batched matmul as one GEMM per leading index), and the bias is added
+    into the product's buffer by :func:`minigrad.addmm`.
+
+    Raises:
+        ValueError: weight not 2-D, or input not ending in weight's in (names the shapes).
+    """
+    input, weight = ops._operand(input, op="linear"), ops._operand(weight, op="linear")  # noqa: A001
+    if weight.ndim != 2 or input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: expected input (..., in) and weight (out, in); got shapes {input.shape} and {weight.shape}")
+    rows = ops.reshape(input, (math.prod(input.shape[:-1]), input.shape[-1]))  # not -1: ambiguous when in is 0
+    y = rows @ weight.T if bias is None else ops.addmm(bias, rows, weight.T)
+    return ops.reshape(y, input.shape[:-1] + (weight.shape[0],))
 
 
 def logsumexp(x: Tensor, axis=-1, keepdims: bool = False) -> Tensor:

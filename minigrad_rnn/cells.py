@@ -33,11 +33,12 @@ import numbers
 import numpy as np
 
 from minigrad import Tensor, ops
+from minigrad.functional import linear
 from minigrad.nn import Module, Parameter, init
 from minigrad.nn.layers import _float_dtype
 from minigrad.tensor import _rng
 
-from .utils import as_tensor, check_input, check_state, linear, tree_map
+from .utils import as_tensor, check_input, check_state, tree_map
 
 __all__ = ["RecurrentCell", "RNNCell", "LSTMCell", "GRUCell"]
 

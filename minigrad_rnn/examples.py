@@ -21,11 +21,11 @@ import math
 import numpy as np
 
 from minigrad import Tensor, ops
+from minigrad.functional import linear
 from minigrad.nn import LayerNorm, Parameter, init
 from minigrad.tensor import _rng
 
 from .cells import RecurrentCell
-from .utils import linear
 
 __all__ = ["PeepholeLSTMCell", "LayerNormLSTMCell", "IndRNNCell"]
 

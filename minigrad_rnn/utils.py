@@ -87,19 +87,6 @@ def as_tensor(x, where: str) -> Tensor:
     raise TypeError(f"{where}: expected a minigrad Tensor or a NumPy array; got {type(x).__name__}")
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``x @ weight.T + bias`` for x (..., in) and weight (out, in), as ONE 2-D matmul.
-
-    Flattening the leading axes first makes the forward one large GEMM (NumPy runs a
-    batched matmul as one GEMM per leading index).  This is a sequence's input
-    projection (PyTorch's ``F.linear``).
-    """
-    y = ops.reshape(x, (-1, x.shape[-1])) @ weight.T
-    if bias is not None:
-        y = y + bias
-    return ops.reshape(y, x.shape[:-1] + (weight.shape[0],))
-
-
 def check_input(where: str, x: Tensor, input_size, dtype):
     """PyTorch's input checks: feature size and dtype. Raises ValueError naming both values."""
     if input_size is not None and x.shape[-1] != input_size:

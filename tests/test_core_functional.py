@@ -34,6 +34,35 @@ def logits_and_axis(draw):
     return draw(tensors(shape=tuple(shape), requires_grad=True)), axis
 
 
+# ----------------------------------------------------------------------------- linear
+@st.composite
+def linear_case(draw):
+    """input (..., in) with 0-2 leading axes (possibly empty), weight (out, in), bias or None."""
+    n_in, n_out = draw(st.integers(0, 3)), draw(st.integers(1, 3))
+    lead = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=3))
+    bias = draw(st.none() | tensors(shape=(n_out,), requires_grad=True))
+    return (draw(tensors(shape=lead + (n_in,), requires_grad=True)),
+            draw(tensors(shape=(n_out, n_in), requires_grad=True)), bias)
+
+
+@given(case=linear_case())
+def test_linear(case):
+    x, weight, bias = case
+    out = F.linear(x, weight, bias)
+    expected = x.data @ weight.data.T + (0 if bias is None else bias.data)
+    assert out.shape == x.shape[:-1] + (weight.shape[0],)
+    np.testing.assert_allclose(out.data, expected, rtol=1e-12, atol=1e-12)
+    args = [x, weight] + ([] if bias is None else [bias])
+    assert check_grads(lambda *a: F.linear(*a), args)
+
+
+def test_linear_names_the_shapes_it_expected():
+    with pytest.raises(ValueError, match=r"linear: expected input \(\.\.\., in\) and weight \(out, in\); got shapes \(3, 4\) and \(2, 5\)"):
+        F.linear(mg.zeros((3, 4)), mg.zeros((2, 5)))
+    with pytest.raises(ValueError, match=r"shapes \(4,\) and \(2, 3, 4\)"):
+        F.linear(mg.zeros(4), mg.zeros((2, 3, 4)))
+
+
 # ----------------------------------------------------------------------------- softmax family
 @given(case=logits_and_axis())
 def test_softmax(case):

@@ -73,8 +73,7 @@ class Linear(Module):
                 f"Linear: input of shape {x.shape} must end in in_features={self.in_features} "
                 f"(expected (..., {self.in_features}))"
             )
-        y = x @ self.weight.T
-        return y if self.bias is None else y + self.bias
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
