@@ -228,43 +228,45 @@ _FREED = (
 )
 
 
-def _entry_index(t) -> int:
-    return -1 if t._entry is None else t._entry.index  # leaves last in reverse order
-
-
 def _topological_order(roots) -> list:
     """Tensors that require grad reachable from ``roots``, inputs before outputs.
 
     A traversal collects them and a sort by entry index orders them: every op's
-    inputs ran before it (no recursion, so graphs of any depth work).
+    inputs ran before it (no recursion, so graphs of any depth work).  Leaves
+    come first, so reverse mode reaches them last.  Tensors hash by identity,
+    so they key the sets and dicts of reverse mode directly.
     """
-    seen = {id(r): r for r in roots}
-    stack = list(roots)
+    seen, leaves, made = set(roots), [], []
+    stack = list(seen)
     while stack:
-        entry = stack.pop()._entry
+        t = stack.pop()
+        entry = t._entry
         if entry is None:
+            leaves.append(t)
             continue
         if entry.inputs is None:
             raise RuntimeError(_FREED)
+        made.append((entry.index, t))  # indices are unique: the sort never compares tensors
         for x in entry.inputs:
-            if x.requires_grad and id(x) not in seen:
-                seen[id(x)] = x
+            if x.requires_grad and x not in seen:
+                seen.add(x)
                 stack.append(x)
-    return sorted(seen.values(), key=_entry_index)
+    made.sort()
+    return leaves + [t for _, t in made]
 
 
-def _accumulate(grads: dict, owned: set, key: int, g, create_graph: bool):
-    """Add cotangent ``g`` into ``grads[key]``; in place once we own a buffer."""
-    previous = grads.get(key)
+def _accumulate(grads: dict, owned: set, x, g, create_graph: bool):
+    """Add cotangent ``g`` into ``grads[x]``; in place once we own a buffer."""
+    previous = grads.get(x)
     if previous is None:
-        grads[key] = g
+        grads[x] = g
     elif create_graph:
-        grads[key] = previous + g
-    elif key in owned:
+        grads[x] = previous + g
+    elif x in owned:
         previous._data += g._data
     else:  # the first sum allocates a buffer of our own; later ones reuse it
-        grads[key] = type(g)._wrap(previous._data + g._data)
-        owned.add(key)
+        grads[x] = type(g)._wrap(previous._data + g._data)
+        owned.add(x)
 
 
 def run_backward(outputs, cotangents, retain_graph: bool, create_graph: bool, inputs=None):
@@ -276,18 +278,22 @@ def run_backward(outputs, cotangents, retain_graph: bool, create_graph: bool, in
     only the part of the graph that leads to them is evaluated.
     """
     order = _topological_order(outputs)
-    wanted = None if inputs is None else {id(x): i for i, x in enumerate(inputs)}
+    wanted = None
+    if inputs is not None:  # each input's positions: the same tensor may be asked for twice
+        wanted = {}
+        for i, x in enumerate(inputs):
+            wanted.setdefault(x, []).append(i)
     needed = None
     if wanted is not None:  # prune: only walk entries from which some input is reachable
         needed = set()
         for t in order:
-            if id(t) in wanted or (t._entry is not None and any(id(x) in needed for x in t._entry.inputs)):
-                needed.add(id(t))
+            if t in wanted or (t._entry is not None and any(x in needed for x in t._entry.inputs)):
+                needed.add(t)
     results = None if inputs is None else [None] * len(inputs)
 
     grads, owned, factors = {}, set(), {}
     for out, g in zip(outputs, cotangents):
-        _accumulate(grads, owned, id(out), g, create_graph)
+        _accumulate(grads, owned, out, g, create_graph)
 
     previous_mode, anomaly = STATE.grad_enabled, STATE.anomaly
     STATE.grad_enabled = create_graph
@@ -295,30 +301,30 @@ def run_backward(outputs, cotangents, retain_graph: bool, create_graph: bool, in
     lazy = not (create_graph or anomaly)  # Op.accumulate / Op.outer only when no graph is built
     try:
         for t in reversed(order):
-            key = id(t)
-            g = grads.pop(key, None)
-            if factors and key in factors:
-                g = _add_outer(g, factors.pop(key), t)
+            g = grads.pop(t, None)
+            if factors and t in factors:
+                g = _add_outer(g, factors.pop(t), t)
             if g is None:
                 continue
             if t._hooks:
                 g = _run_hooks(t, g)
             entry = t._entry
-            if wanted is not None and key in wanted:
-                results[wanted[key]] = g
+            if wanted is not None and t in wanted:
+                for i in wanted[t]:
+                    results[i] = g
             elif entry is None:
                 if inputs is None:
                     _accumulate_leaf_grad(t, g, create_graph)
                 continue
             if t._retains_grad and inputs is None:
                 t.grad = g if create_graph else g.detach()
-            if entry is None or (needed is not None and key not in needed):
+            if entry is None or (needed is not None and t not in needed):
                 continue
             if entry.clock != STATE.version_clock:  # something changed in place since the op ran
                 _check_versions(t, entry)
             op, xs, params = entry.op, entry.inputs, entry.params
             for i, x in enumerate(xs):
-                if not x.requires_grad or (needed is not None and id(x) not in needed):
+                if not x.requires_grad or (needed is not None and x not in needed):
                     continue
                 if lazy and op.accumulate is not None:
                     op.accumulate(_owned_buffer(grads, owned, x), g._data, **params)
@@ -336,10 +342,10 @@ def run_backward(outputs, cotangents, retain_graph: bool, create_graph: bool, in
                     gx = gx.astype(x._data.dtype)
                 if anomaly:
                     _check_finite(gx._data, f"backward (cotangent of input {i})", op.name, entry.created_at)
-                if id(x) in grads:
-                    _accumulate(grads, owned, id(x), gx, create_graph)
+                if x in grads:
+                    _accumulate(grads, owned, x, gx, create_graph)
                 else:
-                    grads[id(x)] = gx
+                    grads[x] = gx
             if not retain_graph:
                 entry.inputs = entry.params = None
     finally:
@@ -363,13 +369,13 @@ _OUTER_BUDGET = 1 << 22
 
 def _defer_outer(factors: dict, grads: dict, owned: set, x, pair):
     """Keep ``left.T @ right``, a term of the cotangent of ``x``, as its two factors."""
-    lefts, rights, size = factors.get(id(x)) or ([], [], 0)
+    lefts, rights, size = factors.get(x) or ([], [], 0)
     lefts.append(pair[0])
     rights.append(pair[1])
     size += pair[0].size + pair[1].size
-    factors[id(x)] = (lefts, rights, size)
+    factors[x] = (lefts, rights, size)
     if size >= _OUTER_BUDGET:
-        _accumulate(grads, owned, id(x), _add_outer(None, factors.pop(id(x)), x), False)
+        _accumulate(grads, owned, x, _add_outer(None, factors.pop(x), x), False)
 
 
 def _add_outer(g, stacked, x):
@@ -385,13 +391,12 @@ def _add_outer(g, stacked, x):
 
 def _owned_buffer(grads: dict, owned: set, x) -> np.ndarray:
     """The cotangent buffer of ``x`` as an array we may write into (zeros if none yet)."""
-    key = id(x)
-    if key not in owned:
-        previous = grads.get(key)
+    if x not in owned:
+        previous = grads.get(x)
         data = np.zeros(x._data.shape, x._data.dtype) if previous is None else np.array(previous._data, dtype=x._data.dtype)
-        grads[key] = type(x)._wrap(data) if previous is None else type(previous)._wrap(data)
-        owned.add(key)
-    return grads[key]._data
+        grads[x] = type(x)._wrap(data) if previous is None else type(previous)._wrap(data)
+        owned.add(x)
+    return grads[x]._data
 
 
 def _accumulate_leaf_grad(t, g, create_graph: bool):

@@ -79,6 +79,19 @@ def test_grad_allow_unused():
     assert gu is None
 
 
+def test_grad_of_an_input_asked_for_twice_and_of_a_root():
+    # As torch.autograd.grad: every position gets the gradient, and an output may be an input.
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * 3).sum()
+    g1, g2, gy = mg.grad(y, [x, x, y])
+    np.testing.assert_array_equal(g1.data, [3.0, 3.0])
+    np.testing.assert_array_equal(g2.data, [3.0, 3.0])
+    assert float(gy.data) == 1.0
+    y = (x * 3).sum()
+    (g,) = mg.grad([y, y], [x])  # a repeated output counts twice
+    np.testing.assert_array_equal(g.data, [6.0, 6.0])
+
+
 def test_grad_of_several_outputs_with_grad_outputs():
     x = mg.tensor([1.0, 2.0], requires_grad=True)
     (g,) = mg.grad([x * x, x.sum()], [x], grad_outputs=[mg.tensor([1.0, 10.0]), mg.tensor(3.0)])
