@@ -7,7 +7,7 @@
 
 Layout: ``tensor`` (the Tensor and creation helpers), ``autograd`` (the tape,
 reverse mode, grad modes), ``ops`` (every primitive beside its VJP rule),
-``functional`` (losses built from ops), ``nn``, ``optim``, ``serialization``,
+``functional`` (``linear`` and losses built from ops), ``nn``, ``optim``, ``serialization``,
 ``memory`` (keeping freed memory between training steps),
 and ``testing`` (gradcheck and Hypothesis strategies; imported on demand).
 """

@@ -1,4 +1,4 @@
-"""Losses and activations built from minigrad ops (no VJP rules of their own).
+"""``linear``, losses and activations built from minigrad ops (no VJP rules of their own).
 
 All are numerically stable: the log-sum-exp trick keeps logits of magnitude
 1e4 finite in value and gradient, with no NumPy warnings.
