@@ -10,7 +10,7 @@ Run from the repository root::
 Every comparison runs in this one process, so ratios hold on a noisy
 machine. Each row is the median of several timed samples taken after a
 warm-up call, with min and max shown; a sample repeats fast calls until it
-lasts ``--min-time`` seconds. Markdown tables go to stdout, progress to
+lasts ``--min-time`` seconds, after a ``--settle`` pause (see :func:`settle`). Markdown tables go to stdout, progress to
 stderr, and all numbers (with machine info) to a JSON file that
 ``python -m benchmarks.compare`` can put side by side with another.
 """

@@ -26,7 +26,7 @@ from minigrad.nn.utils import clip_grad_norm_
 
 from .data import DataError, TBPTTBatches, Vocabulary, check_checkpoint_header, eval_batches, split_corpus
 from .layers import GRU, LSTM, RNN
-from .utils import detach_state
+from .utils import detach_state, evaluating
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 OPTIMIZERS = {"adam": optim.Adam, "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad, "sgd": optim.SGD}
@@ -102,17 +102,12 @@ def generate(model: CharLM, vocab: Vocabulary, prime: str, length: int, temperat
         raise ValueError(f"temperature must be positive, got {temperature}")
     ids = vocab.encode(prime)
     rng = np.random.default_rng() if rng is None else rng
-    was_training = model.training
-    model.eval()
-    try:
-        with mg.no_grad():
-            logits, state = model(ids[:, None])
-            for _ in range(length):
-                i = sample_next(logits.data[-1, 0], temperature, top_k, rng)
-                yield vocab.chars[i]
-                logits, state = model(np.array([[i]]), state)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        logits, state = model(ids[:, None])
+        for _ in range(length):
+            i = sample_next(logits.data[-1, 0], temperature, top_k, rng)
+            yield vocab.chars[i]
+            logits, state = model(np.array([[i]]), state)
 
 
 def default_prime(vocab: Vocabulary) -> str:
@@ -124,17 +119,12 @@ def evaluate(model: CharLM, ids: np.ndarray, seq_len: int, streams: int = EVAL_S
     """Mean loss in nats per character over ``ids``, read as ``streams`` parallel streams (fewer if
     ``ids`` is short) with the state carried across batches, in eval mode."""
     batch_size = max(1, min(streams, len(ids) // 2))
-    was_training = model.training
-    model.eval()
     total, count, state = 0.0, 0, None
-    try:
-        with mg.no_grad():
-            for inputs, targets in eval_batches(ids, batch_size, seq_len):
-                logits, state = model(inputs, state)
-                total += float(cross_entropy(logits, targets, reduction="sum").item())
-                count += targets.size
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for inputs, targets in eval_batches(ids, batch_size, seq_len):
+            logits, state = model(inputs, state)
+            total += float(cross_entropy(logits, targets, reduction="sum").item())
+            count += targets.size
     return total / count
 
 
@@ -166,6 +156,7 @@ class CharLMTrainer:
 
     @property
     def chars_per_step(self) -> int:
+        """Characters in one training batch: batch_size * seq_len."""
         return self.config["batch_size"] * self.config["seq_len"]
 
     def train_step(self) -> float:

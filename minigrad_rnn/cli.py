@@ -99,6 +99,7 @@ open_fraction = _number(float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
 
 
 def cell_list(text):
+    """argparse type: "rnn,lstm" -> ["rnn", "lstm"]; ArgumentTypeError names the known cells."""
     cells = text.split(",")
     unknown = [c for c in cells if c not in charlm.CELLS]
     if unknown or not text:

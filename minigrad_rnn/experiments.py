@@ -47,6 +47,8 @@ class AddingProblem:
         self.seq_len = seq_len
 
     def batch(self, rng, batch_size: int, dtype=np.float32):
+        """x (T, B, 2): a value in [0, 1) and a 0/1 marker per step, one marker in each half;
+        y (B, 1): the sum of the two marked values (Hochreiter & Schmidhuber 1997, experiment 4)."""
         T, half = self.seq_len, self.seq_len // 2
         values = rng.random((T, batch_size))
         first = rng.integers(0, half, batch_size)
@@ -79,6 +81,9 @@ class CopyMemory:
         self.baseline = COPY_LENGTH * math.log(COPY_SYMBOLS) / (seq_len + 2 * COPY_LENGTH)
 
     def batch(self, rng, batch_size: int, dtype=np.float32):
+        """x (T + 20, B, 10) one-hot: 10 symbols from 1..8, blanks, the delimiter at step T + 9;
+        targets (T + 20, B) int ids: blanks, then the 10 symbols over the last 10 steps
+        (the copying memory problem of Arjovsky et al. 2016)."""
         T, n = self.seq_len, COPY_LENGTH
         symbols = rng.integers(1, COPY_SYMBOLS + 1, (n, batch_size))
         ids = np.full((T + 2 * n, batch_size), BLANK)

@@ -29,6 +29,7 @@ from .data import (
     pad_batch,
 )
 from .layers import LSTM
+from .utils import evaluating
 
 CHECKPOINT_KIND = "minigrad-rnn tagger"
 CHECKPOINT_VERSION = 1
@@ -60,7 +61,8 @@ class CharCNN(nn.Module):
 class Tagger(nn.Module):
     """Word embedding + character CNN -> BiLSTM -> linear tag scores.
 
-    ``forward(batch)`` takes a :class:`data.Batch` and returns logits (T, B, num_tags).
+    ``forward(batch, word_ids=None)`` takes a :class:`data.Batch` and returns logits (T, B, num_tags);
+    ``word_ids`` (T, B), if given, replaces the batch's (word dropout during training).
     """
 
     def __init__(self, num_words: int, num_chars: int, num_tags: int, word_size: int = 100, char_size: int = 32,
@@ -93,10 +95,12 @@ class Vocabularies:
         return cls(build_word_vocab(sentences, lower=True), build_char_vocab(sentences), build_tag_vocab(sentences))
 
     def to_dict(self) -> dict:
+        """JSON-ready form for a checkpoint; :meth:`from_dict` reads it back."""
         return {"words": self.words.to_dict(), "chars": self.chars.to_dict(), "tags": self.tags.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Vocabularies":
+        """The vocabularies :meth:`to_dict` wrote."""
         return cls(*(TokenVocab.from_dict(d[k]) for k in ("words", "chars", "tags")))
 
     def batch(self, sentences, with_tags: bool = True):
@@ -184,17 +188,12 @@ def predict(model: Tagger, vocabs: Vocabularies, sentences, batch_size: int = 64
     """The predicted tags of each sentence (a list of words or a Sentence), in order."""
     sentences = [s if isinstance(s, Sentence) else Sentence(list(s), []) for s in sentences]
     tags: list = [None] * len(sentences)
-    was_training = model.training
-    model.eval()
-    try:
-        with mg.no_grad():
-            for b in length_batches(sentences, batch_size):
-                batch = vocabs.batch([sentences[i] for i in b], with_tags=False)
-                best = np.argmax(model(batch).data, axis=-1)  # (T, B)
-                for j, i in enumerate(b):
-                    tags[i] = vocabs.tags.decode(best[:batch.lengths[j], j])
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for b in length_batches(sentences, batch_size):
+            batch = vocabs.batch([sentences[i] for i in b], with_tags=False)
+            best = np.argmax(model(batch).data, axis=-1)  # (T, B)
+            for j, i in enumerate(b):
+                tags[i] = vocabs.tags.decode(best[:batch.lengths[j], j])
     return tags
 
 
@@ -211,6 +210,7 @@ class Scores:
 
     @property
     def accuracy(self) -> float:
+        """Fraction of words tagged correctly, in [0, 1]."""
         return float(self.correct.mean())
 
     def accuracy_on(self, known: bool) -> tuple[float, int]:

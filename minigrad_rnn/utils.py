@@ -1,4 +1,4 @@
-"""Nested recurrent states: map over them, check their shapes, detach them; input checks.
+"""Nested recurrent states: map over them, check their shapes, detach them; input checks; eval mode.
 
 A state is a Tensor (or NumPy array) or a tuple, list or dict of states (an LSTM's is the
 tuple ``(h, c)``); ``None`` entries are kept as they are.  These few helpers
@@ -6,9 +6,11 @@ are what lets one sequence driver run any cell, whatever its state looks like.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
-from minigrad import Tensor, ops
+from minigrad import Tensor, no_grad, ops
 
 
 def tree_map(fn, tree, *others):
@@ -143,3 +145,19 @@ def _describe(state) -> str:
     if isinstance(state, dict):
         return f"a dict with keys {list(state)}"
     return type(state).__name__
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """Inside the block: ``model`` in eval mode (no dropout) and nothing recorded on the tape.
+
+    The mode the model had before is restored on exit, also after an error or when a
+    generator holding the block is closed early (``model.train(was_training)``).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            yield model
+    finally:
+        model.train(was_training)

@@ -9,6 +9,7 @@ import pytest
 import minigrad as mg
 from minigrad.nn import Parameter
 from minigrad_rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, Recurrent, RecurrentCell, RNNCell, detach_state, run_cell
+from minigrad_rnn.utils import evaluating
 
 F64 = {"dtype": np.float64}
 
@@ -422,3 +423,31 @@ def test_memory_grows_linearly_with_sequence_length():
 
     ratio = peak(200) / peak(50)
     assert ratio < 6, ratio  # 4 if linear, 16 if quadratic
+
+
+def test_evaluating_switches_off_dropout_and_the_tape_and_restores_the_mode():
+    model = LSTM(3, 4, num_layers=2, dropout=0.5, rng=np.random.default_rng(0))
+    x = mg.Tensor(np.ones((2, 1, 3), np.float32))
+    with evaluating(model):
+        assert not model.training and not any(m.training for m in model.modules())
+        out, _ = model(x)
+        assert not out.requires_grad
+    assert model.training
+    assert model(x)[0].requires_grad  # recording again after the block
+    with pytest.raises(ZeroDivisionError), evaluating(model):
+        1 / 0
+    assert model.training  # restored after an error too
+
+    def stream():
+        with evaluating(model):
+            yield from range(3)
+
+    steps = stream()
+    next(steps)
+    assert not model.training
+    steps.close()  # a consumer that stops early, as `minigrad-rnn sample` piped into head
+    assert model.training
+    model.eval()
+    with evaluating(model):
+        pass
+    assert not model.training  # eval mode before: eval mode after
