@@ -19,7 +19,8 @@ from .ops import (
     max, maximum, mean, min, minimum, mul, neg, pow, relu, reshape, sigmoid, split, sqrt, squeeze, stack, sub,
     sum, sum_to, swapaxes, tanh, transpose, var, where,
 )
-from .tensor import Tensor, arange, grad, ones, ones_like, rand, randn, tensor, uniform, zeros, zeros_like
+from .autograd import grad
+from .tensor import Tensor, arange, ones, ones_like, rand, randn, tensor, uniform, zeros, zeros_like
 from . import functional, nn, optim  # noqa: E402
 from .serialization import load, save  # noqa: E402
 

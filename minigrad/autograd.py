@@ -1,103 +1,144 @@
-"""The tape and reverse mode.
+"""The tape, the grad modes, and reverse mode (``Tensor.backward`` and :func:`grad`).
 
 Every differentiable op that touches a tensor which requires grad records a
-:class:`TapeEntry` on its output: the op, its inputs, its parameters and the
-versions of its inputs.  Following ``_entry.inputs`` from a tensor walks the
-tape backwards; sorting those entries topologically gives the Wengert list
-that produced the tensor (see :func:`tape`).
+:class:`TapeEntry` on its output: the op, its inputs and its parameters.  That is
+enough to re-run the op (``entry.op.forward(*input arrays, **entry.params)``) and to
+differentiate it.  Following ``_entry.inputs`` from a tensor walks the tape
+backwards; sorting those entries gives the Wengert list that produced it (:func:`tape`).
 
-Reverse mode walks that list from the output to the leaves, calling each op's
-vector-Jacobian product (VJP) rule on the incoming cotangent.  VJP rules are
-written with minigrad ops, so when ``create_graph=True`` the backward pass is
-itself recorded and can be differentiated again (Hessian-vector products).
+Reverse mode walks that list from the outputs to the leaves.  Each tensor on the way
+has one :class:`_Cotangent` that sums the terms arriving from the ops that used it;
+when the walk reaches the tensor its sum is complete, and each input of the op that
+made it gets a term: the op's vector-Jacobian product (VJP) rule applied to the sum.
+VJP rules are written with minigrad ops, so with ``create_graph=True`` the backward
+pass is itself recorded and can be differentiated again (Hessian-vector products).
 
-The walk is iterative (an explicit stack, never recursion), so a graph
-100,000 ops deep back-propagates in time linear in its size.
+The walk is iterative (a sort, never recursion), so a graph 100,000 ops deep
+back-propagates in time linear in its size.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import itertools
+import threading
 import traceback
 from pathlib import Path
 
 import numpy as np
 
+from . import _kernels
 
-class _State:
-    """Process-wide switches (not thread-local, unlike PyTorch's)."""
+
+
+# --------------------------------------------------------------------------- modes
+class _Modes(threading.local):
+    """Grad mode and anomaly mode, per thread as PyTorch's: each thread starts with these."""
 
     grad_enabled = True
     anomaly = False
-    # A clock ticked by every in-place change; a tensor's ``_version`` is the tick of its
-    # last change, so an entry only has to look at its inputs if the clock moved since.
-    version_clock = 0
 
 
-STATE = _State()
+class _Clock:
+    """A process-wide clock ticked by every in-place change.
+
+    A tensor's ``_changed_at`` is the tick of its last in-place change and an entry's
+    ``clock`` the tick when it was recorded, so backward only has to look at an entry's
+    inputs if the clock moved since (PyTorch's version counter check).
+    """
+
+    tick = 0
+
+
+STATE = _Modes()
+CLOCK = _Clock()
 _NO_PARAMS: dict = {}
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
-# --------------------------------------------------------------------------- modes
-class _GradMode(contextlib.ContextDecorator):
-    """Base of :class:`no_grad` / :class:`enable_grad`: a context manager and decorator."""
+class _ModeSwitch(contextlib.ContextDecorator):
+    """Set one mode of this thread inside a ``with`` block or a decorated function.
 
-    enabled: bool
+    A decorated generator function runs under the mode while it runs (each ``next``),
+    not just while the generator is created, as ``torch.no_grad`` does.
+    """
+
+    attribute: str
+    value: bool
 
     def __enter__(self):
-        self._previous = STATE.grad_enabled
-        STATE.grad_enabled = self.enabled
+        self._previous = getattr(STATE, self.attribute)
+        setattr(STATE, self.attribute, self.value)
         return self
 
     def __exit__(self, *exc_info):
-        STATE.grad_enabled = self._previous
+        setattr(STATE, self.attribute, self._previous)
         return False
 
     def _recreate_cm(self):  # a fresh instance per decorated call, so nesting is safe
         return type(self)()
 
+    def __call__(self, fn):
+        if not inspect.isgeneratorfunction(fn):
+            return super().__call__(fn)
 
-class no_grad(_GradMode):
-    """Disable recording on the tape (``with minigrad.no_grad():`` or ``@minigrad.no_grad()``).
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):  # as PyTorch's _wrap_generator
+            gen = fn(*args, **kwargs)
+            try:
+                with self._recreate_cm():
+                    item = gen.send(None)
+                while True:
+                    try:
+                        sent = yield item
+                    except GeneratorExit:
+                        with self._recreate_cm():
+                            gen.close()
+                        raise
+                    except BaseException as error:  # thrown in: pass it on under the mode
+                        with self._recreate_cm():
+                            item = gen.throw(error)
+                    else:
+                        with self._recreate_cm():
+                            item = gen.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+        return generator
+
+
+class no_grad(_ModeSwitch):
+    """Disable recording on the tape in this thread (``with minigrad.no_grad():`` or ``@minigrad.no_grad()``).
 
     Ops run on raw arrays and return tensors that do not require grad, as
     ``torch.no_grad`` does.  Used for evaluation, sampling and optimizer steps.
+    Other threads keep their own grad mode.
     """
 
-    enabled = False
+    attribute, value = "grad_enabled", False
 
 
-class enable_grad(_GradMode):
+class enable_grad(_ModeSwitch):
     """Re-enable recording inside a :class:`no_grad` block (as ``torch.enable_grad``)."""
 
-    enabled = True
+    attribute, value = "grad_enabled", True
 
 
-def is_grad_enabled() -> bool:
-    """Whether ops currently record on the tape."""
-    return STATE.grad_enabled
-
-
-class detect_anomaly(contextlib.ContextDecorator):
+class detect_anomaly(_ModeSwitch):
     """Raise at the first op whose forward output or backward cotangent holds NaN or Inf.
 
     Inside it every tape entry remembers where (file:line) it was created, and
     the error names the op and that place, as ``torch.autograd.detect_anomaly``
-    does.  It slows every op down: use it to debug, not to train.
+    does.  It slows every op down: use it to debug, not to train.  Per thread.
     """
 
-    def __enter__(self):
-        self._previous = STATE.anomaly
-        STATE.anomaly = True
-        return self
+    attribute, value = "anomaly", True
 
-    def __exit__(self, *exc_info):
-        STATE.anomaly = self._previous
-        return False
 
-    def _recreate_cm(self):
-        return type(self)()
+def is_grad_enabled() -> bool:
+    """Whether ops currently record on the tape in this thread."""
+    return STATE.grad_enabled
 
 
 def _user_frame() -> str:
@@ -108,84 +149,56 @@ def _user_frame() -> str:
     return "<unknown>"
 
 
-def _check_finite(array, what: str, op_name: str, created_at: str | None):
+def check_finite(array, what: str, op_name: str, created_at: str | None):
+    """detect_anomaly's check: raise FloatingPointError naming the op if ``array`` holds NaN or Inf."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         where = f" (op created at {created_at})" if created_at else ""
         raise FloatingPointError(f"detect_anomaly: {op_name} {what} holds NaN or Inf{where}")
 
 
-# --------------------------------------------------------------------------- ops & tape
-class Op:
-    """A differentiable primitive: a name and its vector-Jacobian product rules.
-
-    ``rules[i](g, ans, *inputs, **params)`` returns the cotangent of input ``i``
-    given the output cotangent ``g`` and the output ``ans`` (all tensors), in the
-    style of HIPS autograd's ``defvjp``.  Ops with any number of inputs
-    (concatenate) pass ``variadic_rule(i, g, ans, inputs, **params)`` instead.
-
-    ``accumulate(buffer, g, **params)``, optional, adds the cotangent of the
-    (single) input into a dense NumPy ``buffer`` in place.  Reverse mode uses it
-    when no graph is being built: backprop through ``x[t]`` for every step t
-    then costs O(slice) per step instead of a full-size scatter (linear BPTT).
-
-    ``outer(i, g, ans, *inputs, **params) -> (left, right) or None``, optional, writes the
-    cotangent of input ``i`` as the NumPy product ``left.T @ right``.  Reverse
-    mode (again without a graph) keeps those factors and sums all of them with
-    ONE matmul over their stacked rows when the input's cotangent is needed:
-    a weight used at every time step gets its gradient as a hand-written BPTT
-    computes it, not as T small matmuls and T weight-sized temporaries.
-    """
-
-    __slots__ = ("name", "rules", "variadic_rule", "accumulate", "outer")
-
-    def __init__(self, name: str, *rules, variadic_rule=None, accumulate=None, outer=None):
-        self.name = name
-        self.rules = rules
-        self.variadic_rule = variadic_rule
-        self.accumulate = accumulate
-        self.outer = outer
-
-    def __repr__(self):
-        return f"Op({self.name})"
-
-
+# --------------------------------------------------------------------------- the tape
 class TapeEntry:
     """One line of the tape: ``op(inputs, **params)`` produced the tensor that owns it.
 
-    ``clock`` is the in-place version clock when the op ran: if an input or the
-    output was changed in place after that, the saved values are stale and
-    backward refuses (PyTorch's version counter check).
-    ``inputs`` is set to None once backward has freed the entry.
-    ``index`` numbers entries in the order the ops ran: every input of an op was
-    made before it, so sorting by ``index`` orders a graph topologically (as
-    PyTorch's sequence numbers).
+    ``clock`` is the in-place clock's tick when the op ran: if an input or the output
+    was changed in place after that, the saved values are stale and backward refuses.
+    ``inputs`` is set to None once backward has freed the entry.  ``index`` numbers
+    entries in the order the ops ran: every input of an op was made before it, so
+    sorting by ``index`` orders a graph topologically (as PyTorch's sequence numbers).
     """
 
     __slots__ = ("op", "inputs", "params", "clock", "index", "created_at")
 
-    def __init__(self, op: Op, inputs: tuple, params: dict):
+    def __init__(self, op, inputs: tuple, params: dict):
         self.op = op
         self.inputs = inputs
         self.params = params
-        self.clock = STATE.version_clock
+        self.clock = CLOCK.tick
         self.index = next(_ENTRY_INDEX)
         self.created_at = _user_frame() if STATE.anomaly else None
+
+    def replay(self) -> np.ndarray:
+        """Re-run the op's forward kernel on the inputs' current arrays and the saved params."""
+        if self.inputs is None:
+            raise RuntimeError(_FREED)
+        return np.asarray(self.op.forward(*(x._data for x in self.inputs), **self.params))
 
 
 _ENTRY_INDEX = itertools.count()
 
 
 class TapeLine:
-    """A printable view of one tape entry: index, op, inputs and output."""
+    """A printable view of one tape entry: ``index``, ``op`` (its name), ``inputs``, ``output`` and ``entry``."""
 
-    __slots__ = ("index", "op", "inputs", "output", "_names")
+    __slots__ = ("index", "op", "inputs", "output", "entry", "_names")
 
-    def __init__(self, index, op, inputs, output, names):
-        self.index, self.op, self.inputs, self.output, self._names = index, op, inputs, output, names
+    def __init__(self, index, entry, output, names):
+        self.index, self.op, self.inputs, self.output = index, entry.op.name, entry.inputs, output
+        self.entry, self._names = entry, names
 
     def __str__(self):
         def show(t):
-            return f"{self._names[id(t)]}{list(t.shape)}"
+            return f"{self._names[t]}{list(t.shape)}"
 
         args = ", ".join(show(t) for t in self.inputs)
         return f"{self.index:>4}: {show(self.output)} = {self.op}({args})"
@@ -196,28 +209,26 @@ class TapeLine:
 def tape(output) -> list:
     """The Wengert list of the ops that produced ``output``, in execution order.
 
-    Returns a list of :class:`TapeLine` (``index, op, inputs, output``); ``print``
+    Returns a list of :class:`TapeLine` (``index, op, inputs, output, entry``); ``print``
     one per line, e.g. ``   2: %2[3] = mul(%1[3], x0[3])``.  Leaves are named
     ``x0, x1, ...``; the output of entry ``k`` is ``%k``.  Tensors that do not
-    require grad (constants) are named ``c0, c1, ...``.
+    require grad (constants) are named ``c0, c1, ...``.  ``line.entry.replay()``
+    recomputes ``line.output`` from the entry alone.
 
     Raises:
         RuntimeError: if part of the graph was already freed by a backward pass.
     """
     names, lines, counts = {}, [], {"x": 0, "c": 0}
-
-    def name(t, kind):
-        if id(t) not in names:
-            names[id(t)] = f"{kind}{counts[kind]}"
-            counts[kind] += 1
-
     for t in _topological_order([output]):
         if t._entry is None:
             continue
         for x in t._entry.inputs:  # leaves and constants are named in order of first use
-            name(x, "x" if x.requires_grad else "c")
-        names[id(t)] = f"%{len(lines)}"
-        lines.append(TapeLine(len(lines), t._entry.op.name, t._entry.inputs, t, names))
+            if x not in names:
+                kind = "x" if x.requires_grad else "c"
+                names[x] = f"{kind}{counts[kind]}"
+                counts[kind] += 1
+        names[t] = f"%{len(lines)}"
+        lines.append(TapeLine(len(lines), t._entry, t, names))
     return lines
 
 
@@ -232,9 +243,8 @@ def _topological_order(roots) -> list:
     """Tensors that require grad reachable from ``roots``, inputs before outputs.
 
     A traversal collects them and a sort by entry index orders them: every op's
-    inputs ran before it (no recursion, so graphs of any depth work).  Leaves
-    come first, so reverse mode reaches them last.  Tensors hash by identity,
-    so they key the sets and dicts of reverse mode directly.
+    inputs ran before it.  Leaves come first, so reverse mode reaches them last.
+    Tensors hash by identity, so they key the sets and dicts of reverse mode directly.
     """
     seen, leaves, made = set(roots), [], []
     stack = list(seen)
@@ -255,97 +265,168 @@ def _topological_order(roots) -> list:
     return leaves + [t for _, t in made]
 
 
-def _accumulate(grads: dict, owned: set, x, g, create_graph: bool):
-    """Add cotangent ``g`` into ``grads[x]``; in place once we own a buffer."""
-    previous = grads.get(x)
-    if previous is None:
-        grads[x] = g
-    elif create_graph:
-        grads[x] = previous + g
-    elif x in owned:
-        previous._data += g._data
-    else:  # the first sum allocates a buffer of our own; later ones reuse it
-        grads[x] = type(g)._wrap(previous._data + g._data)
-        owned.add(x)
+def _on_path(order: list, targets) -> set:
+    """The tensors of ``order`` from which some target is reachable: the only ones ``grad`` must visit."""
+    on_path = set()
+    for t in order:  # inputs come first, so each tensor's inputs are decided before it
+        if t in targets or (t._entry is not None and any(x in on_path for x in t._entry.inputs)):
+            on_path.add(t)
+    return on_path
 
 
-def run_backward(outputs, cotangents, retain_graph: bool, create_graph: bool, inputs=None):
-    """Reverse-mode sweep from ``outputs`` seeded with ``cotangents``.
+class _Cotangent:
+    """The cotangent of one tensor, summed as its terms arrive during the sweep.
+
+    A term is a Tensor (what a VJP rule returns) or, when no graph is being built, a
+    lazy term an op's ``lazy_vjp`` returns: a :class:`SliceTerm` is added straight into
+    a dense buffer of ours (backprop through ``x[t]`` for every step t costs O(slice),
+    not a full-size scatter), and an :class:`OuterTerm` ``left.T @ right`` is kept as its
+    factors and all of them are summed in ONE matmul over their stacked rows (a weight
+    used at every time step gets its gradient as hand-written BPTT computes it).
+    """
+
+    __slots__ = ("like", "dense", "owned", "lefts", "rights", "outer_size")
+
+    def __init__(self, like):
+        self.like = like  # the tensor whose cotangent this is: its shape and dtype
+        self.dense = None  # Tensor: the sum of the dense terms so far
+        self.owned = False  # whether ``dense`` is a buffer of ours, to add into in place
+        self.lefts = None
+
+    def add(self, g, create_graph: bool):
+        if self.dense is None:
+            self.dense = g
+        elif create_graph:
+            self.dense = self.dense + g  # recorded: the sum is differentiated too
+        elif self.owned:
+            self.dense._data += g._data
+        else:  # the first sum allocates a buffer of our own; later ones reuse it
+            self.dense = _tensor.Tensor._from_array(self.dense._data + g._data)
+            self.owned = True
+
+    def buffer(self) -> np.ndarray:
+        """The dense sum as an array we may write into (zeros if there is none yet)."""
+        if not self.owned:
+            like = self.like._data
+            data = np.zeros(like.shape, like.dtype) if self.dense is None else np.array(self.dense._data, dtype=like.dtype)
+            self.dense, self.owned = _tensor.Tensor._from_array(data), True
+        return self.dense._data
+
+    def add_outer(self, left: np.ndarray, right: np.ndarray):
+        if self.lefts is None:
+            self.lefts, self.rights, self.outer_size = [], [], 0
+        self.lefts.append(left)
+        self.rights.append(right)
+        self.outer_size += left.size + right.size
+        if self.outer_size >= _OUTER_BUDGET:
+            self._sum_outer()
+
+    def _sum_outer(self):
+        lefts, rights = self.lefts, self.rights
+        self.lefts = None
+        left = lefts[0] if len(lefts) == 1 else np.concatenate(lefts)
+        right = rights[0] if len(rights) == 1 else np.concatenate(rights)
+        total = (left.T @ right).astype(self.like._data.dtype, copy=False)  # a fresh array: ours to add into
+        if self.dense is not None:
+            total += self.dense._data
+        self.dense, self.owned = _tensor.Tensor._from_array(total), True
+
+    def total(self):
+        """The complete sum (a Tensor), or None if no term arrived."""
+        if self.lefts is not None:
+            self._sum_outer()
+        return self.dense
+
+
+# Stacked outer factors are summed once they hold this many elements, which bounds the memory
+# they keep alive (16 MB in float32) while each matmul still has thousands of rows.
+_OUTER_BUDGET = 1 << 22
+
+
+class SliceTerm:
+    """A lazy cotangent term: ``values`` added at ``index`` of an otherwise zero array (HIPS autograd's ``SparseObject``)."""
+
+    __slots__ = ("values", "index", "basic")
+
+    def __init__(self, values: np.ndarray, index, basic: bool):
+        self.values, self.index, self.basic = values, index, basic
+
+    def add_to(self, cotangent: _Cotangent):
+        _kernels.add_at(cotangent.buffer(), self.values, self.index, self.basic)
+
+
+class OuterTerm:
+    """A lazy cotangent term ``left.T @ right`` (a matrix input's VJP summed over rows), kept as its factors."""
+
+    __slots__ = ("left", "right")
+
+    def __init__(self, left: np.ndarray, right: np.ndarray):
+        self.left, self.right = left, right
+
+    def add_to(self, cotangent: _Cotangent):
+        cotangent.add_outer(self.left, self.right)
+
+
+def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs=None):
+    """The reverse-mode sweep from ``outputs``, seeded with the cotangents ``seeds``.
 
     With ``inputs=None`` gradients are accumulated into the ``.grad`` of leaves
     (``Tensor.backward``); otherwise the cotangents reaching ``inputs`` are
-    returned in a list (``minigrad.grad``), ``None`` where none arrived, and
-    only the part of the graph that leads to them is evaluated.
+    returned in a list (:func:`grad`), ``None`` where none arrived, and only the
+    part of the graph that leads to them is walked.
     """
     order = _topological_order(outputs)
-    wanted = None
-    if inputs is not None:  # each input's positions: the same tensor may be asked for twice
-        wanted = {}
-        for i, x in enumerate(inputs):
-            wanted.setdefault(x, []).append(i)
-    needed = None
-    if wanted is not None:  # prune: only walk entries from which some input is reachable
-        needed = set()
-        for t in order:
-            if t in wanted or (t._entry is not None and any(x in needed for x in t._entry.inputs)):
-                needed.add(t)
+    requested = None if inputs is None else {}
+    for k, x in enumerate(inputs or ()):  # the same tensor may be asked for at several positions
+        requested.setdefault(x, []).append(k)
+    on_path = None if inputs is None else _on_path(order, requested)
     results = None if inputs is None else [None] * len(inputs)
-
-    grads, owned, factors = {}, set(), {}
-    for out, g in zip(outputs, cotangents):
-        _accumulate(grads, owned, out, g, create_graph)
+    cotangents = {}
+    for out, g in zip(outputs, seeds):
+        cotangents.setdefault(out, _Cotangent(out)).add(g, create_graph)
 
     previous_mode, anomaly = STATE.grad_enabled, STATE.anomaly
     STATE.grad_enabled = create_graph
     STATE.anomaly = False  # VJP results are checked below, naming the op whose backward failed
-    lazy = not (create_graph or anomaly)  # Op.accumulate / Op.outer only when no graph is built
+    lazy = not (create_graph or anomaly)  # lazy terms only when no graph is built
     try:
         for t in reversed(order):
-            g = grads.pop(t, None)
-            if factors and t in factors:
-                g = _add_outer(g, factors.pop(t), t)
+            cotangent = cotangents.pop(t, None)
+            g = None if cotangent is None else cotangent.total()
             if g is None:
                 continue
             if t._hooks:
                 g = _run_hooks(t, g)
             entry = t._entry
-            if wanted is not None and t in wanted:
-                for i in wanted[t]:
-                    results[i] = g
+            if requested is not None and t in requested:
+                for k in requested[t]:
+                    results[k] = g
             elif entry is None:
                 if inputs is None:
                     _accumulate_leaf_grad(t, g, create_graph)
                 continue
             if t._retains_grad and inputs is None:
                 t.grad = g if create_graph else g.detach()
-            if entry is None or (needed is not None and t not in needed):
+            if entry is None or (on_path is not None and t not in on_path):
                 continue
-            if entry.clock != STATE.version_clock:  # something changed in place since the op ran
+            if entry.clock != CLOCK.tick:  # something changed in place since the op ran
                 _check_versions(t, entry)
             op, xs, params = entry.op, entry.inputs, entry.params
             for i, x in enumerate(xs):
-                if not x.requires_grad or (needed is not None and x not in needed):
+                if not x.requires_grad or (on_path is not None and x not in on_path):
                     continue
-                if lazy and op.accumulate is not None:
-                    op.accumulate(_owned_buffer(grads, owned, x), g._data, **params)
-                    continue
-                if lazy and op.outer is not None:
-                    pair = op.outer(i, g, t, *xs, **params)
-                    if pair is not None:
-                        _defer_outer(factors, grads, owned, x, pair)
+                sum_x = cotangents.get(x)
+                if sum_x is None:
+                    sum_x = cotangents[x] = _Cotangent(x)
+                if lazy and op.lazy_vjp is not None:
+                    term = op.lazy_vjp(i, g, t, *xs, **params)
+                    if term is not None:
+                        term.add_to(sum_x)
                         continue
-                if op.variadic_rule is None:
-                    gx = op.rules[i](g, t, *xs, **params)
-                else:
-                    gx = op.variadic_rule(i, g, t, xs, **params)
-                if gx._data.dtype != x._data.dtype:  # e.g. float32 input of a float64 op
-                    gx = gx.astype(x._data.dtype)
+                gx = op.vjp(i, g, t, xs, params)
                 if anomaly:
-                    _check_finite(gx._data, f"backward (cotangent of input {i})", op.name, entry.created_at)
-                if x in grads:
-                    _accumulate(grads, owned, x, gx, create_graph)
-                else:
-                    grads[x] = gx
+                    check_finite(gx._data, f"backward (cotangent of input {i})", op.name, entry.created_at)
+                sum_x.add(gx, create_graph)
             if not retain_graph:
                 entry.inputs = entry.params = None
     finally:
@@ -358,62 +439,96 @@ def _run_hooks(t, g):
     for hook in list(t._hooks.values()):
         replaced = hook(g)
         if replaced is not None:
-            g = replaced if isinstance(replaced, type(g)) else type(g)._wrap(np.asarray(replaced, dtype=g._data.dtype))
+            g = replaced if isinstance(replaced, _tensor.Tensor) else _tensor.Tensor._from_array(
+                np.asarray(replaced, dtype=g._data.dtype))
     return g
-
-
-# Stacked factors are summed once they hold this many elements, which bounds the memory they
-# keep alive (16 MB in float32) while each matmul still has thousands of rows.
-_OUTER_BUDGET = 1 << 22
-
-
-def _defer_outer(factors: dict, grads: dict, owned: set, x, pair):
-    """Keep ``left.T @ right``, a term of the cotangent of ``x``, as its two factors."""
-    lefts, rights, size = factors.get(x) or ([], [], 0)
-    lefts.append(pair[0])
-    rights.append(pair[1])
-    size += pair[0].size + pair[1].size
-    factors[x] = (lefts, rights, size)
-    if size >= _OUTER_BUDGET:
-        _accumulate(grads, owned, x, _add_outer(None, factors.pop(x), x), False)
-
-
-def _add_outer(g, stacked, x):
-    """``g`` (or nothing) plus the sum of the deferred ``left.T @ right`` terms: one matmul."""
-    lefts, rights, _ = stacked
-    left = lefts[0] if len(lefts) == 1 else np.concatenate(lefts)
-    right = rights[0] if len(rights) == 1 else np.concatenate(rights)
-    total = (left.T @ right).astype(x._data.dtype, copy=False)  # a fresh array: ours to add into
-    if g is not None:
-        total += g._data
-    return type(x)._wrap(total)
-
-
-def _owned_buffer(grads: dict, owned: set, x) -> np.ndarray:
-    """The cotangent buffer of ``x`` as an array we may write into (zeros if none yet)."""
-    if x not in owned:
-        previous = grads.get(x)
-        data = np.zeros(x._data.shape, x._data.dtype) if previous is None else np.array(previous._data, dtype=x._data.dtype)
-        grads[x] = type(x)._wrap(data) if previous is None else type(previous)._wrap(data)
-        owned.add(x)
-    return grads[x]._data
 
 
 def _accumulate_leaf_grad(t, g, create_graph: bool):
     if create_graph or (t.grad is not None and t.grad.requires_grad):
         t.grad = g if t.grad is None else t.grad + g
     elif t.grad is None:  # copy: cotangents may alias one another or a broadcast view
-        t.grad = type(t)._wrap(np.array(g._data, copy=True))
+        t.grad = _tensor.Tensor._from_array(np.array(g._data, copy=True))
     else:
         t.grad._data += g._data
 
 
 def _check_versions(t, entry):
     """Refuse stale saved values; called only when the clock moved since ``entry`` was recorded."""
-    stale = [i for i, x in enumerate(entry.inputs) if x._version > entry.clock]
-    if stale or t._version > entry.clock:
+    stale = [i for i, x in enumerate(entry.inputs) if x._changed_at > entry.clock]
+    if stale or t._changed_at > entry.clock:
         what = f"input {stale[0]} (shape {entry.inputs[stale[0]].shape})" if stale else f"its output (shape {t.shape})"
         raise RuntimeError(
             f"{entry.op.name}: {what}, saved for the backward pass, was modified in place after the op ran; "
             "compute a new tensor instead of modifying one the graph still needs (as PyTorch's version check)"
         )
+
+
+# --------------------------------------------------------------------------- entry points
+def seed_cotangents(where: str, outputs, grad_outputs) -> list:
+    """Check ``outputs`` and build their seed cotangents (ones for size-1 outputs)."""
+    Tensor = _tensor.Tensor
+    seeds = []
+    for k, out in enumerate(outputs):
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{where}: outputs must be Tensors; got {type(out).__name__}")
+        if not out.requires_grad:
+            raise RuntimeError(
+                f"{where}: output {k} (shape {out.shape}) does not require grad and has no tape: "
+                "did an input set requires_grad=True, and was it computed outside no_grad()?"
+            )
+        g = None if grad_outputs is None else grad_outputs[k]
+        if g is None:
+            if out._data.size != 1:
+                raise ValueError(
+                    f"{where}: output {k} has shape {out.shape}; a gradient can be created implicitly only for "
+                    "a single-element output; pass grad= (a cotangent of that shape)"
+                )
+            g = Tensor._from_array(np.ones_like(out._data))
+        else:
+            g = g if isinstance(g, Tensor) else Tensor._from_array(np.asarray(g, dtype=out._data.dtype))
+            if g.shape != out.shape:
+                raise ValueError(f"{where}: grad for output {k} has shape {g.shape}, expected {out.shape}")
+        seeds.append(g)
+    return seeds
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
+    """Gradients of ``outputs`` with respect to ``inputs``, without touching ``.grad``.
+
+    Matches ``torch.autograd.grad``: ``outputs`` and ``inputs`` are Tensors or
+    sequences of them; ``grad_outputs`` the cotangents (omit for size-1 outputs);
+    ``retain_graph`` defaults to ``create_graph``.  Returns a tuple with one
+    Tensor per input, shaped like that input.
+
+    Raises:
+        RuntimeError: an input does not require grad, or is not reached from the
+            outputs and ``allow_unused`` is False (then its entry is None).
+    """
+    Tensor = _tensor.Tensor
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is not None:
+        if isinstance(grad_outputs, Tensor) or not isinstance(grad_outputs, (list, tuple)):
+            grad_outputs = [grad_outputs]
+        grad_outputs = list(grad_outputs)
+        if len(grad_outputs) != len(outputs):
+            raise ValueError(f"grad: got {len(grad_outputs)} grad_outputs for {len(outputs)} outputs")
+    for k, x in enumerate(inputs):
+        if not isinstance(x, Tensor) or not x.requires_grad:
+            raise RuntimeError(f"grad: input {k} does not require grad")
+    seeds = seed_cotangents("grad", outputs, grad_outputs)
+    retain = create_graph if retain_graph is None else retain_graph
+    results = backward_pass(outputs, seeds, retain, create_graph, inputs=inputs)
+    for k, g in enumerate(results):
+        if g is None and not allow_unused:
+            raise RuntimeError(
+                f"grad: input {k} (shape {inputs[k].shape}) is not used to compute the outputs; "
+                "pass allow_unused=True to get None for it"
+            )
+        if g is not None and not create_graph:
+            results[k] = g.detach()
+    return tuple(results)
+
+
+from . import tensor as _tensor  # noqa: E402 - last: tensor.py imports this module's names

@@ -11,14 +11,14 @@ import numbers
 import numpy as np
 
 from . import ops
-from .tensor import Tensor, _rng
+from .tensor import Tensor, _rng, as_operand
 
 _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _max_shift(x, axis, where: str):
     """``x`` as a tensor and its max over ``axis`` as a constant: exp(x - max) is <= 1, never overflows."""
-    x = ops._operand(x, op=where)
+    x = as_operand(x, op=where)
     if x.dtype.kind != "f":  # integer logits: compute in float64, as np.exp would
         x = ops.astype(x, np.float64)
     axes = ops._normalize_axis(axis, x.ndim, where)
@@ -42,7 +42,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     Raises:
         ValueError: weight not 2-D, or input not ending in weight's in (names the shapes).
     """
-    input, weight = ops._operand(input, op="linear"), ops._operand(weight, op="linear")  # noqa: A001
+    input, weight = as_operand(input, op="linear"), as_operand(weight, op="linear")  # noqa: A001
     if weight.ndim != 2 or input.ndim == 0 or input.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: expected input (..., in) and weight (out, in); got shapes {input.shape} and {weight.shape}")
     rows = ops.reshape(input, (math.prod(input.shape[:-1]), input.shape[-1]))  # not -1: ambiguous when in is 0
@@ -99,7 +99,7 @@ def cross_entropy(logits: Tensor, target, ignore_index=None, reduction: str = "m
         ValueError: target shape != logits.shape[:-1], non-integer targets, a class index out
             of range, or an unknown reduction.
     """
-    logits = ops._operand(logits)
+    logits = as_operand(logits)
     target = np.asarray(target.data if isinstance(target, Tensor) else target)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}; got {reduction!r}")
@@ -125,8 +125,8 @@ def cross_entropy(logits: Tensor, target, ignore_index=None, reduction: str = "m
 
 def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:  # noqa: A002 - PyTorch's name
     """Mean squared error, as ``torch.nn.functional.mse_loss``. Raises ValueError if the shapes differ."""
-    input = ops._operand(input)
-    target = ops._operand(target, input)
+    input = as_operand(input)
+    target = as_operand(target, input)
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target shape {target.shape} must be equal")
     diff = input - target
@@ -141,13 +141,13 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng=None) -> Tenso
     """
     if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
         raise ValueError(f"dropout: probability p must be in [0, 1]; got {p}")
-    x = ops._operand(x)
+    x = as_operand(x)
     if not training or p == 0:
         return x
     if p == 1:
         return x * 0
     keep = _rng(rng).random(x.shape) >= p
-    return x * Tensor._wrap(keep.astype(x.dtype) / np.asarray(1 - p, dtype=x.dtype))
+    return x * Tensor._from_array(keep.astype(x.dtype) / np.asarray(1 - p, dtype=x.dtype))
 
 
 def embedding(weight: Tensor, indices, padding_idx=None) -> Tensor:

@@ -1,13 +1,19 @@
-"""The differentiable ops, each forward beside its vector-Jacobian product (VJP).
+"""The op table: every primitive op, its NumPy forward beside its vector-Jacobian product (VJP) rules.
 
-A VJP rule ``rule(g, ans, *inputs, **params)`` maps the cotangent ``g`` of the
-output ``ans`` to the cotangent of one input.  Rules are written with the ops
-of this module, so the backward pass can itself be recorded and differentiated
-(``create_graph=True``).  Broadcasting inputs get their cotangent summed back
-to their own shape with :func:`sum_to` (HIPS autograd's ``unbroadcast``).
+Each op is declared once with :mod:`minigrad.extend`, the API users add their own ops with,
+in the style of HIPS autograd's ``numpy_vjps.py`` and PyTorch's ``derivatives.yaml``::
 
-Ops that are compositions of other ops (``mean``, ``var``, ``stack``,
-``split``, ...) need no rule of their own.
+    exp = unary("exp", np.exp, lambda g, ans, x: g * ans, "Elementwise e**x.")
+
+A rule ``rule(g, ans, *inputs, **params)`` maps the cotangent ``g`` of the output ``ans`` to
+the cotangent of one input.  Rules are written with the ops of this module, so the backward
+pass can itself be recorded and differentiated (``create_graph=True``).  Broadcasting ops
+are declared ``broadcasts=True``: their rules return cotangents of the output's shape and
+``Op.vjp`` sums them back to each input's (:func:`sum_to`, HIPS autograd's ``unbroadcast``).
+
+Every tape entry ``(op, inputs, params)`` re-runs as ``op.forward(*arrays, **params)``.
+Ops that are compositions of other ops (``mean``, ``var``, ``stack``, ``split``, ...) need
+no rule of their own; multi-pass NumPy kernels live in :mod:`minigrad._kernels`.
 """
 from __future__ import annotations
 
@@ -17,72 +23,136 @@ import numbers
 
 import numpy as np
 
-from .autograd import Op
-from .tensor import Tensor, _NUMERIC_KINDS
+from . import _kernels as K
+from .autograd import OuterTerm, SliceTerm
+from .extend import defvjp, defvjp_argnum, primitive
+from .tensor import Tensor, as_operand
 
-_make = Tensor._make
-_wrap = Tensor._wrap
-
-
-# ----------------------------------------------------------------------------- operands
-def _operand(x, like: Tensor | None = None, op: str = "minigrad") -> Tensor:
-    """Turn a scalar or array operand into a constant tensor; a Python scalar takes ``like``'s dtype
-    when that is floating point, so ``float32_tensor * 2.0`` stays float32 (NumPy's weak scalars)."""
-    if isinstance(x, Tensor):
-        return x
-    if like is not None and like._data.dtype.kind == "f" and (type(x) in (float, int) or isinstance(x, numbers.Real)):
-        return _wrap(np.asarray(x, dtype=like._data.dtype))
-    array = np.asarray(x)
-    if array.dtype.kind not in _NUMERIC_KINDS:
-        raise TypeError(f"{op}: expected a Tensor, array or number; got {type(x).__name__} (dtype {array.dtype})")
-    return _wrap(array)
+_const = Tensor._from_array  # a constant tensor around an array
+_record = Tensor._from_op  # the output of an op, on the tape if an input requires grad
 
 
-def _binary(op: Op, fn, x, y) -> Tensor:
+# ----------------------------------------------------------------------------- constructors
+def _binary(op, x, y) -> Tensor:
     if type(x) is not Tensor:
-        x = _operand(x, y if isinstance(y, Tensor) else None, op.name)
+        x = as_operand(x, y if isinstance(y, Tensor) else None, op.name)
     if type(y) is not Tensor:
-        y = _operand(y, x, op.name)
+        y = as_operand(y, x, op.name)
     try:
-        data = fn(x._data, y._data)
+        data = op.forward(x._data, y._data)
     except ValueError:
         raise ValueError(
             f"{op.name}: shapes {x.shape} and {y.shape} cannot be broadcast together "
             "(expected trailing dimensions that are equal or 1)"
         ) from None
-    return _make(op, data, (x, y))
+    return _record(op, data, (x, y))
 
 
-def _unary(op: Op, fn, x, **params) -> Tensor:
+def _unary(op, x, **params) -> Tensor:
     if type(x) is not Tensor:
-        x = _operand(x, op=op.name)
-    return _make(op, fn(x._data), (x,), params)
+        x = as_operand(x, op=op.name)
+    return _record(op, op.forward(x._data, **params), (x,), params)
 
 
-def _normalize_axis(axis, ndim: int, op: str) -> tuple | None:
-    """Axis (int, tuple or None) as a sorted tuple of non-negative ints; a clear error if out of range."""
-    if axis is None:
-        return None
-    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
-    out = []
-    for a in axes:
-        if not -ndim <= a < ndim:
-            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
-        out.append(a % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"{op}: repeated axis in {axis}")
-    return tuple(sorted(out))
+def _public(fn, op, doc: str):
+    fn.__name__ = fn.__qualname__ = op.name
+    fn.__doc__, fn.op = doc, op
+    return fn
+
+
+def binary(name: str, forward, rule_x, rule_y, doc: str):
+    """Declare a broadcasting elementwise op of two inputs; returns its public function (the Op as ``.op``)."""
+    op = defvjp(primitive(forward, name, broadcasts=True), rule_x, rule_y)
+    return _public(lambda x, y: _binary(op, x, y), op, doc)
+
+
+def unary(name: str, forward, rule, doc: str):
+    """Declare an elementwise op of one input; returns its public function (the Op as ``.op``)."""
+    op = defvjp(primitive(forward, name), rule)
+    return _public(lambda x: _unary(op, x), op, doc)
+
+
+# ----------------------------------------------------------------------------- arithmetic
+add = binary("add", np.add, lambda g, ans, x, y: g, lambda g, ans, x, y: g, "x + y with NumPy broadcasting.")
+sub = binary("sub", np.subtract, lambda g, ans, x, y: g, lambda g, ans, x, y: -g, "x - y with NumPy broadcasting.")
+mul = binary("mul", np.multiply, lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x,
+             "x * y with NumPy broadcasting.")
+div = binary("div", np.true_divide, lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y,
+             "x / y with NumPy broadcasting (true division).")
+pow = binary("pow", np.power,  # noqa: A001 - the field's name for it
+             lambda g, ans, x, y: g * y * x ** (y - 1), lambda g, ans, x, y: g * ans * _safe_log(x),
+             "x ** y with NumPy broadcasting; d/dy uses log(x), taken as 0 where x <= 0.")
+maximum = binary("maximum", np.maximum,
+                 lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.greater)),
+                 lambda g, ans, x, y: g * _const(K.tie_weights(y._data, x._data, np.greater)),
+                 "Elementwise maximum with broadcasting; ties split the gradient equally.")
+minimum = binary("minimum", np.minimum,
+                 lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.less)),
+                 lambda g, ans, x, y: g * _const(K.tie_weights(y._data, x._data, np.less)),
+                 "Elementwise minimum with broadcasting; ties split the gradient equally.")
+neg = unary("neg", np.negative, lambda g, ans, x: -g, "-x.")
+
+
+def _safe_log(x: Tensor) -> Tensor:
+    """log(x) where x > 0, else 0: d(x**y)/dy at x <= 0 is taken as 0 instead of NaN."""
+    positive = x._data > 0
+    return where(positive, log(where(positive, x, 1)), 0)
+
+
+# ----------------------------------------------------------------------------- elementwise
+exp = unary("exp", np.exp, lambda g, ans, x: g * ans, "Elementwise e**x.")
+log = unary("log", np.log, lambda g, ans, x: g / x,
+            "Elementwise natural logarithm (log(0) = -inf, negative -> NaN, as NumPy).")
+sqrt = unary("sqrt", np.sqrt, lambda g, ans, x: g / (ans * 2), "Elementwise square root.")
+abs = unary("abs", np.abs, lambda g, ans, x: g * _const(np.sign(x._data)),  # noqa: A001
+            "Elementwise |x|; its derivative at 0 is taken as 0 (as PyTorch).")
+tanh = unary("tanh", np.tanh, lambda g, ans, x: tanh_backward(g, ans), "Elementwise hyperbolic tangent.")
+sigmoid = unary("sigmoid", K.sigmoid, lambda g, ans, x: sigmoid_backward(g, ans),
+                "Elementwise logistic function 1 / (1 + e**-x), computed without overflow for any finite x.")
+relu = unary("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: where(x._data > 0, g, 0),
+             "Elementwise max(x, 0); derivative 0 at 0 (as PyTorch).")
+# The VJPs of tanh and sigmoid as one fused op each (as PyTorch's tanh_backward): one NumPy
+# pass instead of three tape ops per VJP, and still differentiable, by their own rules.
+tanh_backward = binary("tanh_backward", K.tanh_backward,
+                       lambda gg, ans, g, y: tanh_backward(gg, y), lambda gg, ans, g, y: gg * g * y * -2,
+                       "The VJP of tanh written as one op: g * (1 - y**2) where y = tanh(x).")
+sigmoid_backward = binary("sigmoid_backward", K.sigmoid_backward,
+                          lambda gg, ans, g, y: sigmoid_backward(gg, y), lambda gg, ans, g, y: gg * g * (1 - y * 2),
+                          "The VJP of sigmoid written as one op: g * y * (1 - y) where y = sigmoid(x).")
+
+CLIP = defvjp(primitive(lambda x, min, max: np.clip(x, min, max), "clip"),  # noqa: A002
+              lambda g, ans, x, min, max: where(K.inside(x._data, min, max), g, 0))  # noqa: A002
+WHERE = defvjp(primitive(lambda x, y, condition: np.where(condition, x, y), "where", broadcasts=True),
+               lambda g, ans, x, y, condition: where(condition, g, 0),
+               lambda g, ans, x, y, condition: where(condition, 0, g))
+
+
+def clip(x, min=None, max=None) -> Tensor:  # noqa: A002 - NumPy/PyTorch argument names
+    """Elementwise clamp to [min, max] (either may be None); the gradient passes where min <= x <= max."""
+    if min is None and max is None:
+        raise ValueError("clip: at least one of min and max must be given")
+    return _unary(CLIP, x, min=min, max=max)
+
+
+def where(condition, x, y) -> Tensor:
+    """Elementwise ``x if condition else y`` with broadcasting (``np.where``); no gradient flows to ``condition``."""
+    condition = np.asarray(condition._data if isinstance(condition, Tensor) else condition)
+    if condition.dtype != bool:
+        condition = condition.astype(bool)
+    x = as_operand(x, y if isinstance(y, Tensor) else None)
+    y = as_operand(y, x)
+    try:
+        data = WHERE.forward(x._data, y._data, condition=condition)
+    except ValueError:
+        raise ValueError(
+            f"where: condition {condition.shape}, x {x.shape} and y {y.shape} cannot be broadcast together"
+        ) from None
+    return _record(WHERE, data, (x, y), {"condition": condition})
 
 
 # ----------------------------------------------------------------------------- broadcasting
-def _sum_to_array(a: np.ndarray, shape: tuple) -> np.ndarray:
-    lead = a.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and a.shape[lead + i] != 1)
-    return (a.sum(axis=axes) if axes else a).reshape(shape)
-
-
-SUM_TO = Op("sum_to", lambda g, ans, x: broadcast_to(g, x.shape))
-BROADCAST_TO = Op("broadcast_to", lambda g, ans, x: sum_to(g, x.shape))
+SUM_TO = defvjp(primitive(K.sum_to, "sum_to"), lambda g, ans, x, shape: broadcast_to(g, x.shape))
+BROADCAST_TO = defvjp(primitive(np.broadcast_to, "broadcast_to"), lambda g, ans, x, shape: sum_to(g, x.shape))
 
 
 def sum_to(x: Tensor, shape) -> Tensor:
@@ -92,70 +162,19 @@ def sum_to(x: Tensor, shape) -> Tensor:
     shape = tuple(shape)
     if x._data.shape == shape:  # the same shape, given as a list
         return x
-    return _make(SUM_TO, _sum_to_array(x._data, shape), (x,))
+    return _record(SUM_TO, K.sum_to(x._data, shape), (x,), {"shape": shape})
 
 
 def broadcast_to(x, shape) -> Tensor:
     """As ``np.broadcast_to`` (a read-only view). Raises ValueError if the shapes are incompatible."""
-    x, shape = _operand(x), tuple(shape)
+    x, shape = as_operand(x), tuple(shape)
     if x.shape == shape:
         return x
     try:
         data = np.broadcast_to(x._data, shape)
     except ValueError:
         raise ValueError(f"broadcast_to: cannot broadcast a tensor of shape {x.shape} to shape {shape}") from None
-    return _make(BROADCAST_TO, data, (x,))
-
-
-# ----------------------------------------------------------------------------- arithmetic
-ADD = Op("add", lambda g, ans, x, y: sum_to(g, x.shape), lambda g, ans, x, y: sum_to(g, y.shape))
-SUB = Op("sub", lambda g, ans, x, y: sum_to(g, x.shape), lambda g, ans, x, y: sum_to(-g, y.shape))
-MUL = Op("mul", lambda g, ans, x, y: sum_to(g * y, x.shape), lambda g, ans, x, y: sum_to(g * x, y.shape))
-DIV = Op("div", lambda g, ans, x, y: sum_to(g / y, x.shape), lambda g, ans, x, y: sum_to(-g * ans / y, y.shape))
-NEG = Op("neg", lambda g, ans, x: -g)
-
-
-def _safe_log(x: Tensor) -> Tensor:
-    """log(x) where x > 0, else 0: d(x**y)/dy at x <= 0 is taken as 0 instead of NaN."""
-    positive = x._data > 0
-    return where(positive, log(where(positive, x, 1)), 0)
-
-
-POW = Op(
-    "pow",
-    lambda g, ans, x, y: sum_to(g * y * x ** (y - 1), x.shape),
-    lambda g, ans, x, y: sum_to(g * ans * _safe_log(x), y.shape),
-)
-
-
-def add(x, y) -> Tensor:
-    """x + y with NumPy broadcasting."""
-    return _binary(ADD, np.add, x, y)
-
-
-def sub(x, y) -> Tensor:
-    """x - y with NumPy broadcasting."""
-    return _binary(SUB, np.subtract, x, y)
-
-
-def mul(x, y) -> Tensor:
-    """x * y with NumPy broadcasting."""
-    return _binary(MUL, np.multiply, x, y)
-
-
-def div(x, y) -> Tensor:
-    """x / y with NumPy broadcasting (true division)."""
-    return _binary(DIV, np.true_divide, x, y)
-
-
-def pow(x, y) -> Tensor:  # noqa: A001 - the field's name for it
-    """x ** y with NumPy broadcasting; d/dy uses log(x), taken as 0 where x <= 0."""
-    return _binary(POW, np.power, x, y)
-
-
-def neg(x) -> Tensor:
-    """-x."""
-    return _unary(NEG, np.negative, x)
+    return _record(BROADCAST_TO, data, (x,), {"shape": shape})
 
 
 # ----------------------------------------------------------------------------- matmul
@@ -170,20 +189,26 @@ def _matmul_vjp_y(g, ans, x, y):
     if y.ndim == 2 and x.ndim > 2:  # fold the batch into rows: one matmul, no (batch, n, m) temporary
         rows = math.prod(x.shape[:-1])  # not -1: ambiguous when a dimension is 0
         return _mT(reshape(x, (rows, x.shape[-1]))) @ reshape(g, (rows, g.shape[-1]))
-    return sum_to(_mT(x) @ g, y.shape)
+    return _mT(x) @ g
 
 
 def _matmul_outer_y(i, g, ans, x, y):
-    """The VJP of a matrix ``y`` as factors (x.T @ g over all rows), which reverse mode may defer."""
+    """The VJP of a matrix ``y`` as a lazy term x.T @ g over all rows, which reverse mode may defer."""
     if i != 1 or y._data.ndim != 2:
         return None
     if x._data.ndim == 2:
-        return x._data, g._data
+        return OuterTerm(x._data, g._data)
     rows = math.prod(x.shape[:-1])  # not -1: ambiguous when a dimension is 0
-    return x._data.reshape(rows, x.shape[-1]), g._data.reshape(rows, g.shape[-1])
+    return OuterTerm(x._data.reshape(rows, x.shape[-1]), g._data.reshape(rows, g.shape[-1]))
 
 
-MATMUL = Op("matmul", lambda g, ans, x, y: sum_to(g @ _mT(y), x.shape), _matmul_vjp_y, outer=_matmul_outer_y)
+MATMUL = defvjp(primitive(np.matmul, "matmul", broadcasts=True), lambda g, ans, x, y: g @ _mT(y), _matmul_vjp_y)
+MATMUL.lazy_vjp = _matmul_outer_y
+ADDMM = defvjp(primitive(K.addmm, "addmm", broadcasts=True),
+               lambda g, ans, input, mat1, mat2: g,  # noqa: A002
+               lambda g, ans, input, mat1, mat2: g @ _mT(mat2),  # noqa: A002
+               lambda g, ans, input, mat1, mat2: _mT(mat1) @ g)  # noqa: A002
+ADDMM.lazy_vjp = lambda i, g, ans, input, mat1, mat2: OuterTerm(mat1._data, g._data) if i == 2 else None  # noqa: A002
 
 
 def matmul(x, y) -> Tensor:
@@ -192,7 +217,7 @@ def matmul(x, y) -> Tensor:
     Raises:
         ValueError: a 0-d operand, or inner dimensions that differ (names both shapes).
     """
-    x, y = _operand(x, y if isinstance(y, Tensor) else None), _operand(y, x if isinstance(x, Tensor) else None)
+    x, y = as_operand(x, y if isinstance(y, Tensor) else None), as_operand(y, x if isinstance(x, Tensor) else None)
     if x.ndim == 0 or y.ndim == 0:
         raise ValueError(f"matmul: operands must have at least 1 dimension; got shapes {x.shape} and {y.shape}")
     if x.shape[-1] != y.shape[-2 if y.ndim > 1 else 0]:
@@ -212,20 +237,7 @@ def matmul(x, y) -> Tensor:
         data = np.matmul(x._data, y._data)
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of shapes {x.shape} and {y.shape} cannot be broadcast") from None
-    return _make(MATMUL, data, (x, y))
-
-
-def _addmm_outer(i, g, ans, input, mat1, mat2):  # noqa: A002
-    return (mat1._data, g._data) if i == 2 else None
-
-
-ADDMM = Op(
-    "addmm",
-    lambda g, ans, input, mat1, mat2: sum_to(g, input.shape),  # noqa: A002
-    lambda g, ans, input, mat1, mat2: g @ _mT(mat2),  # noqa: A002
-    lambda g, ans, input, mat1, mat2: _mT(mat1) @ g,  # noqa: A002
-    outer=_addmm_outer,
-)
+    return _record(MATMUL, data, (x, y))
 
 
 def addmm(input, mat1, mat2) -> Tensor:  # noqa: A002 - PyTorch's argument name
@@ -239,198 +251,18 @@ def addmm(input, mat1, mat2) -> Tensor:  # noqa: A002 - PyTorch's argument name
         ValueError: operands that are not matrices, inner dimensions that differ, or
             an input that does not broadcast to (n, m) (the message names the shapes).
     """
-    input = _operand(input, mat1 if isinstance(mat1, Tensor) else None)  # noqa: A001
-    mat1, mat2 = _operand(mat1, mat2 if isinstance(mat2, Tensor) else None), _operand(mat2, mat1)
+    input = as_operand(input, mat1 if isinstance(mat1, Tensor) else None)  # noqa: A001
+    mat1, mat2 = as_operand(mat1, mat2 if isinstance(mat2, Tensor) else None), as_operand(mat2, mat1)
     if mat1.ndim != 2 or mat2.ndim != 2 or mat1.shape[1] != mat2.shape[0]:
         raise ValueError(f"addmm: expected matrices (n, k) and (k, m); got shapes {mat1.shape} and {mat2.shape}")
-    data = np.matmul(mat1._data, mat2._data)
-    shape = data.shape
+    shape = (mat1.shape[0], mat2.shape[1])
     try:
-        if input._data.dtype == data.dtype:
-            np.add(data, input._data, out=data)  # into the product's buffer
-        else:  # e.g. a float64 input with float32 matrices: promote, as input + mat1 @ mat2 would
-            data = data + input._data
-            if data.shape != shape:
-                raise ValueError
+        data = K.addmm(input._data, mat1._data, mat2._data)
     except ValueError:
-        raise ValueError(f"addmm: input of shape {input.shape} does not broadcast to the product's shape {shape}") from None
-    return _make(ADDMM, data, (input, mat1, mat2))
-
-
-# ----------------------------------------------------------------------------- elementwise
-def _sigmoid(a: np.ndarray) -> np.ndarray:
-    a = a if a.dtype.kind == "f" else a.astype(np.float64)
-    # Clamp x from below so exp(-x) stays finite: where the clamp bites, sigmoid(x) is already
-    # below the smallest normal float, so nothing is lost and no overflow warning is raised.
-    z = np.maximum(a, _exp_floor(a.dtype), out=np.empty_like(a))  # the one new array; later passes write into it
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    z += 1
-    return np.reciprocal(z, out=z)
-
-
-def _exp_floor(dtype, _cache={}):  # noqa: B006 - a per-dtype cache
-    if dtype not in _cache:
-        _cache[dtype] = dtype.type(np.log(np.finfo(dtype).tiny))
-    return _cache[dtype]
-
-
-EXP = Op("exp", lambda g, ans, x: g * ans)
-LOG = Op("log", lambda g, ans, x: g / x)
-SQRT = Op("sqrt", lambda g, ans, x: g / (ans * 2))
-ABS = Op("abs", lambda g, ans, x: g * _wrap(np.sign(x._data)))
-
-
-# tanh and sigmoid get fused backward ops (as PyTorch's tanh_backward): one NumPy pass
-# instead of three tape ops per VJP, and still differentiable, by their own rules.
-def _tanh_backward_array(g, y):
-    d = np.multiply(y, y, out=np.empty_like(y))
-    np.subtract(1, d, out=d)
-    return _times(g, d)
-
-
-def _sigmoid_backward_array(g, y):
-    d = np.subtract(1, y, out=np.empty_like(y))
-    d *= y
-    return _times(g, d)
-
-
-def _times(g, d):
-    """g * d, written into ``d`` (a temporary of ours) unless g broadcasts it or changes its dtype."""
-    if g.shape == d.shape and g.dtype == d.dtype:
-        return np.multiply(g, d, out=d)
-    return g * d
-
-
-TANH_BACKWARD = Op(  # g * (1 - y**2)
-    "tanh_backward",
-    lambda gg, ans, g, y: sum_to(tanh_backward(gg, y), g.shape),
-    lambda gg, ans, g, y: sum_to(gg * g * y * -2, y.shape),
-)
-SIGMOID_BACKWARD = Op(  # g * y * (1 - y)
-    "sigmoid_backward",
-    lambda gg, ans, g, y: sum_to(sigmoid_backward(gg, y), g.shape),
-    lambda gg, ans, g, y: sum_to(gg * g * (1 - y * 2), y.shape),
-)
-
-
-def tanh_backward(g, y) -> Tensor:
-    """The VJP of tanh written as one op: g * (1 - y**2) where y = tanh(x)."""
-    return _binary(TANH_BACKWARD, _tanh_backward_array, g, y)
-
-
-def sigmoid_backward(g, y) -> Tensor:
-    """The VJP of sigmoid written as one op: g * y * (1 - y) where y = sigmoid(x)."""
-    return _binary(SIGMOID_BACKWARD, _sigmoid_backward_array, g, y)
-
-
-TANH = Op("tanh", lambda g, ans, x: tanh_backward(g, ans))
-SIGMOID = Op("sigmoid", lambda g, ans, x: sigmoid_backward(g, ans))
-RELU = Op("relu", lambda g, ans, x: where(x._data > 0, g, 0))
-CLIP = Op("clip", lambda g, ans, x, min, max: where(_inside(x._data, min, max), g, 0))
-
-
-def _inside(a, lo, hi):
-    mask = np.ones(a.shape, dtype=bool)
-    if lo is not None:
-        mask &= a >= lo
-    if hi is not None:
-        mask &= a <= hi
-    return mask
-
-
-def exp(x) -> Tensor:
-    """Elementwise e**x."""
-    return _unary(EXP, np.exp, x)
-
-
-def log(x) -> Tensor:
-    """Elementwise natural logarithm (log(0) = -inf, negative -> NaN, as NumPy)."""
-    return _unary(LOG, np.log, x)
-
-
-def sqrt(x) -> Tensor:
-    """Elementwise square root."""
-    return _unary(SQRT, np.sqrt, x)
-
-
-def abs(x) -> Tensor:  # noqa: A001
-    """Elementwise |x|; its derivative at 0 is taken as 0 (as PyTorch)."""
-    return _unary(ABS, np.abs, x)
-
-
-def tanh(x) -> Tensor:
-    """Elementwise hyperbolic tangent."""
-    return _unary(TANH, np.tanh, x)
-
-
-def sigmoid(x) -> Tensor:
-    """Elementwise logistic function 1 / (1 + e**-x), computed without overflow for any finite x."""
-    return _unary(SIGMOID, _sigmoid, x)
-
-
-def relu(x) -> Tensor:
-    """Elementwise max(x, 0); derivative 0 at 0 (as PyTorch)."""
-    return _unary(RELU, lambda a: np.maximum(a, 0), x)
-
-
-def clip(x, min=None, max=None) -> Tensor:  # noqa: A002 - NumPy/PyTorch argument names
-    """Elementwise clamp to [min, max] (either may be None); the gradient passes where min <= x <= max."""
-    if min is None and max is None:
-        raise ValueError("clip: at least one of min and max must be given")
-    return _unary(CLIP, lambda a: np.clip(a, min, max), x, min=min, max=max)
-
-
-def _tie_weights(a, b, strict):
-    """How much of the cotangent goes to ``a``: 1 where it wins, 1/2 on ties (as PyTorch)."""
-    w = strict(a, b).astype(np.result_type(a, b))
-    w += 0.5 * (a == b)
-    return w
-
-
-MAXIMUM = Op(
-    "maximum",
-    lambda g, ans, x, y: sum_to(g * _wrap(_tie_weights(x._data, y._data, np.greater)), x.shape),
-    lambda g, ans, x, y: sum_to(g * _wrap(_tie_weights(y._data, x._data, np.greater)), y.shape),
-)
-MINIMUM = Op(
-    "minimum",
-    lambda g, ans, x, y: sum_to(g * _wrap(_tie_weights(x._data, y._data, np.less)), x.shape),
-    lambda g, ans, x, y: sum_to(g * _wrap(_tie_weights(y._data, x._data, np.less)), y.shape),
-)
-
-
-def maximum(x, y) -> Tensor:
-    """Elementwise maximum with broadcasting; ties split the gradient equally."""
-    return _binary(MAXIMUM, np.maximum, x, y)
-
-
-def minimum(x, y) -> Tensor:
-    """Elementwise minimum with broadcasting; ties split the gradient equally."""
-    return _binary(MINIMUM, np.minimum, x, y)
-
-
-WHERE = Op(
-    "where",
-    lambda g, ans, x, y, condition: sum_to(where(condition, g, 0), x.shape),
-    lambda g, ans, x, y, condition: sum_to(where(condition, 0, g), y.shape),
-)
-
-
-def where(condition, x, y) -> Tensor:
-    """Elementwise ``x if condition else y`` with broadcasting (``np.where``); no gradient flows to ``condition``."""
-    condition = np.asarray(condition._data if isinstance(condition, Tensor) else condition)
-    if condition.dtype != bool:
-        condition = condition.astype(bool)
-    x = _operand(x, y if isinstance(y, Tensor) else None)
-    y = _operand(y, x)
-    try:
-        data = np.where(condition, x._data, y._data)
-    except ValueError:
-        raise ValueError(
-            f"where: condition {condition.shape}, x {x.shape} and y {y.shape} cannot be broadcast together"
-        ) from None
-    return _make(WHERE, data, (x, y), {"condition": condition})
+        data = None
+    if data is None or data.shape != shape:
+        raise ValueError(f"addmm: input of shape {input.shape} does not broadcast to the product's shape {shape}")
+    return _record(ADDMM, data, (input, mat1, mat2))
 
 
 # ----------------------------------------------------------------------------- reductions
@@ -444,44 +276,54 @@ def _expand_reduced(g: Tensor, x: Tensor, axis, keepdims) -> Tensor:
     return broadcast_to(g, x.shape)
 
 
-SUM = Op("sum", lambda g, ans, x, axis, keepdims: _expand_reduced(g, x, axis, keepdims))
-
-
 def _extremum_vjp(g, ans, x, axis, keepdims):
     # the cotangent goes to the arg-extrema, split equally between ties
-    a = ans._data if keepdims or axis is None else np.expand_dims(ans._data, axis)
-    mask = (x._data == a).astype(x._data.dtype)
-    mask /= mask.sum(axis=axis, keepdims=True)
-    return _expand_reduced(g, x, axis, keepdims) * _wrap(mask)
+    return _expand_reduced(g, x, axis, keepdims) * _const(K.extremum_weights(x._data, ans._data, axis, keepdims))
 
 
-MAX = Op("max", _extremum_vjp)
-MIN = Op("min", _extremum_vjp)
+SUM = defvjp(primitive(np.sum, "sum"), lambda g, ans, x, axis, keepdims: _expand_reduced(g, x, axis, keepdims))
+MAX = defvjp(primitive(np.max, "max"), _extremum_vjp)
+MIN = defvjp(primitive(np.min, "min"), _extremum_vjp)
 
 
-def _reduce(op: Op, fn, x, axis, keepdims) -> Tensor:
-    x = _operand(x)
+def _normalize_axis(axis, ndim: int, op: str) -> tuple | None:
+    """Axis (int, tuple or None) as a sorted tuple of non-negative ints; a clear error if out of range."""
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+def _reduce(op, x, axis, keepdims) -> Tensor:
+    x = as_operand(x)
     axis = _normalize_axis(axis, x.ndim, op.name)
     try:
-        data = fn(x._data, axis=axis, keepdims=keepdims)
+        data = op.forward(x._data, axis=axis, keepdims=keepdims)
     except ValueError as error:  # e.g. max of an empty axis
         raise ValueError(f"{op.name}: {error} (input shape {x.shape}, axis {axis})") from None
-    return _make(op, data, (x,), {"axis": axis, "keepdims": keepdims})
+    return _record(op, data, (x,), {"axis": axis, "keepdims": keepdims})
 
 
 def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Sum over ``axis`` (int, tuple or None for all), as ``np.sum``."""
-    return _reduce(SUM, np.sum, x, axis, keepdims)
+    return _reduce(SUM, x, axis, keepdims)
 
 
 def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Maximum over ``axis``; ties share the gradient equally. Raises ValueError on an empty reduction."""
-    return _reduce(MAX, np.max, x, axis, keepdims)
+    return _reduce(MAX, x, axis, keepdims)
 
 
 def min(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Minimum over ``axis``; ties share the gradient equally."""
-    return _reduce(MIN, np.min, x, axis, keepdims)
+    return _reduce(MIN, x, axis, keepdims)
 
 
 def _count(x: Tensor, axes) -> int:
@@ -490,29 +332,32 @@ def _count(x: Tensor, axes) -> int:
 
 def mean(x, axis=None, keepdims: bool = False) -> Tensor:
     """Arithmetic mean over ``axis``, as ``np.mean``."""
-    x = _operand(x, op="mean")
+    x = as_operand(x, op="mean")
     axis = _normalize_axis(axis, x.ndim, "mean")
     return sum(x, axis, keepdims) / _count(x, axis)
 
 
 def var(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     """Variance over ``axis`` with ``ddof`` delta degrees of freedom (NumPy's default 0; PyTorch's is 1)."""
-    x = _operand(x, op="var")
+    x = as_operand(x, op="var")
     axis = _normalize_axis(axis, x.ndim, "var")
     centered = x - mean(x, axis, keepdims=True)
     return sum(centered * centered, axis, keepdims) / (_count(x, axis) - ddof)
 
 
 # ----------------------------------------------------------------------------- shape
-RESHAPE = Op("reshape", lambda g, ans, x, shape: reshape(g, x.shape))
-TRANSPOSE = Op("transpose", lambda g, ans, x, axes: transpose(g, *np.argsort(axes)))
-FLIP = Op("flip", lambda g, ans, x, axis: flip(g, axis))
-ASTYPE = Op("astype", lambda g, ans, x, dtype: astype(g, x.dtype))
+RESHAPE = defvjp(primitive(lambda x, shape: x.reshape(shape), "reshape"), lambda g, ans, x, shape: reshape(g, x.shape))
+TRANSPOSE = defvjp(primitive(np.transpose, "transpose"), lambda g, ans, x, axes: transpose(g, *np.argsort(axes)))
+FLIP = defvjp(primitive(np.flip, "flip"), lambda g, ans, x, axis: flip(g, axis))
+ASTYPE = defvjp(primitive(lambda x, dtype: x.astype(dtype), "astype"), lambda g, ans, x, dtype: astype(g, x.dtype))
+CONCATENATE = defvjp_argnum(
+    primitive(lambda *arrays, axis, bounds: np.concatenate(arrays, axis=axis), "concatenate"),
+    lambda i, g, ans, inputs, axis, bounds: g[(slice(None),) * axis + (slice(bounds[i], bounds[i + 1]),)])
 
 
 def reshape(x, *shape) -> Tensor:
     """As ``np.reshape``; ``reshape(t, 2, 3)`` or ``reshape(t, (2, 3))``, one dimension may be -1."""
-    x = _operand(x)
+    x = as_operand(x)
     shape = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], numbers.Integral) else tuple(shape)
     try:
         data = x._data.reshape(shape)
@@ -520,23 +365,23 @@ def reshape(x, *shape) -> Tensor:
         raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} ({x.size} elements) into shape {shape}") from None
     if data.shape == x.shape:
         return x
-    return _make(RESHAPE, data, (x,), {"shape": data.shape})
+    return _record(RESHAPE, data, (x,), {"shape": data.shape})
 
 
 def transpose(x, *axes) -> Tensor:
     """Permute axes as ``np.transpose``; no axes reverses them."""
-    x = _operand(x)
+    x = as_operand(x)
     if len(axes) == 1 and not isinstance(axes[0], numbers.Integral):
         axes = tuple(axes[0])
     axes = tuple(range(x.ndim))[::-1] if not axes else tuple(int(a) % builtins.max(x.ndim, 1) for a in axes)
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape {x.shape}")
-    return _make(TRANSPOSE, x._data.transpose(axes), (x,), {"axes": axes})
+    return _record(TRANSPOSE, x._data.transpose(axes), (x,), {"axes": axes})
 
 
 def swapaxes(x, axis1: int, axis2: int) -> Tensor:
     """Interchange two axes, as ``np.swapaxes``."""
-    x = _operand(x)
+    x = as_operand(x)
     (a1,), (a2,) = _normalize_axis(axis1, x.ndim, "swapaxes"), _normalize_axis(axis2, x.ndim, "swapaxes")
     axes = list(range(x.ndim))
     axes[a1], axes[a2] = axes[a2], axes[a1]
@@ -545,7 +390,7 @@ def swapaxes(x, axis1: int, axis2: int) -> Tensor:
 
 def expand_dims(x, axis: int) -> Tensor:
     """Insert a size-1 axis at ``axis``, as ``np.expand_dims`` (``unsqueeze`` in PyTorch)."""
-    x = _operand(x)
+    x = as_operand(x)
     if not -x.ndim - 1 <= axis <= x.ndim:
         raise ValueError(f"expand_dims: axis {axis} is out of range for a tensor of shape {x.shape}")
     axis %= x.ndim + 1
@@ -554,7 +399,7 @@ def expand_dims(x, axis: int) -> Tensor:
 
 def squeeze(x, axis=None) -> Tensor:
     """Remove size-1 axes (all, or those in ``axis``), as ``np.squeeze``. Raises ValueError if one is not size 1."""
-    x = _operand(x)
+    x = as_operand(x)
     axes = _normalize_axis(axis, x.ndim, "squeeze")
     if axes is None:
         axes = tuple(i for i, n in enumerate(x.shape) if n == 1)
@@ -566,28 +411,20 @@ def squeeze(x, axis=None) -> Tensor:
 
 def flip(x, axis=None) -> Tensor:
     """Reverse the order of elements along ``axis`` (all axes if None), as ``np.flip``."""
-    x = _operand(x)
+    x = as_operand(x)
     axis = _normalize_axis(axis, x.ndim, "flip")
-    return _make(FLIP, np.flip(x._data, axis), (x,), {"axis": axis})
+    return _record(FLIP, FLIP.forward(x._data, axis=axis), (x,), {"axis": axis})
 
 
 def astype(x, dtype) -> Tensor:
     """Cast to ``dtype``; the gradient is cast back to the input's dtype."""
-    x = _operand(x)
+    x = as_operand(x)
     dtype = np.dtype(dtype)
     if dtype == x.dtype:
         return x
     if x.requires_grad and dtype.kind != "f":
-        return _wrap(x._data.astype(dtype))  # not differentiable: leaves the tape
-    return _make(ASTYPE, x._data.astype(dtype), (x,), {"dtype": dtype})
-
-
-def _concatenate_vjp(i, g, ans, inputs, axis, bounds):
-    index = (slice(None),) * axis + (slice(bounds[i], bounds[i + 1]),)
-    return g[index]
-
-
-CONCATENATE = Op("concatenate", variadic_rule=_concatenate_vjp)
+        return _const(x._data.astype(dtype))  # not differentiable: leaves the tape
+    return _record(ASTYPE, x._data.astype(dtype), (x,), {"dtype": dtype})
 
 
 def concatenate(tensors, axis: int = 0) -> Tensor:
@@ -597,7 +434,7 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
         ValueError: an empty sequence, different numbers of dimensions, or sizes
             that differ off ``axis`` (the message lists every shape).
     """
-    tensors = [_operand(t) for t in tensors]
+    tensors = [as_operand(t) for t in tensors]
     if not tensors:
         raise ValueError("concatenate: need at least one tensor")
     shapes = [t.shape for t in tensors]
@@ -608,13 +445,13 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
     if any(s[:axis] + s[axis + 1 :] != shapes[0][:axis] + shapes[0][axis + 1 :] for s in shapes):
         raise ValueError(f"concatenate: shapes {shapes} must match in every dimension except axis {axis}")
     bounds = tuple(np.cumsum([0] + [s[axis] for s in shapes]).tolist())
-    data = np.concatenate([t._data for t in tensors], axis=axis)
-    return _make(CONCATENATE, data, tuple(tensors), {"axis": axis, "bounds": bounds})
+    data = CONCATENATE.forward(*(t._data for t in tensors), axis=axis, bounds=bounds)
+    return _record(CONCATENATE, data, tuple(tensors), {"axis": axis, "bounds": bounds})
 
 
 def stack(tensors, axis: int = 0) -> Tensor:
     """Join same-shaped tensors along a new axis, as ``np.stack``. Raises ValueError on differing shapes."""
-    tensors = [_operand(t) for t in tensors]
+    tensors = [as_operand(t) for t in tensors]
     if not tensors:
         raise ValueError("stack: need at least one tensor")
     if any(t.shape != tensors[0].shape for t in tensors):
@@ -625,7 +462,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
 def split(x, split_size_or_sections, axis: int = 0) -> list:
     """Split into pieces along ``axis``, as ``torch.split``: an int gives pieces of that size
     (the last may be smaller); a list gives the size of each piece (they must sum to the axis length)."""
-    x = _operand(x)
+    x = as_operand(x)
     (axis,) = _normalize_axis(axis, x.ndim, "split")
     n = x.shape[axis]
     if isinstance(split_size_or_sections, numbers.Integral):
@@ -643,7 +480,7 @@ def split(x, split_size_or_sections, axis: int = 0) -> list:
 
 def chunk(x, chunks: int, axis: int = 0) -> list:
     """Split into ``chunks`` equal pieces along ``axis`` (e.g. the 4 LSTM gates), as ``torch.chunk``."""
-    x = _operand(x)
+    x = as_operand(x)
     (axis,) = _normalize_axis(axis, x.ndim, "chunk")
     if chunks <= 0:
         raise ValueError(f"chunk: number of chunks must be positive; got {chunks}")
@@ -653,6 +490,13 @@ def chunk(x, chunks: int, axis: int = 0) -> list:
 
 
 # ----------------------------------------------------------------------------- indexing
+GETITEM = defvjp(primitive(lambda x, index, basic: x[index], "getitem"),
+                 lambda g, ans, x, index, basic: scatter_add(g, index, basic, x.shape))
+GETITEM.lazy_vjp = lambda i, g, ans, x, index, basic: SliceTerm(g._data, index, basic)
+SCATTER_ADD = defvjp(primitive(K.scatter_add, "scatter_add"),
+                     lambda g, ans, x, index, basic, shape: _getitem(g, index, basic))
+
+
 def _normalize_index(index):
     """Tensors in an index become arrays; report whether it is basic (a view, no repeats)."""
     if type(index) is int or type(index) is slice:  # x[t] in a time loop: the common cases first
@@ -668,37 +512,12 @@ def _normalize_index(index):
     return (items if isinstance(index, tuple) else items[0]), basic
 
 
-def _scatter_add_array(g: np.ndarray, index, basic: bool, shape) -> np.ndarray:
-    out = np.zeros(shape, dtype=g.dtype)
-    _add_at(out, g, index, basic)  # repeated indices accumulate
-    return out
-
-
-def _add_at(buffer: np.ndarray, g: np.ndarray, index, basic: bool):
-    if not basic:
-        np.add.at(buffer, index, g)
-        return
-    view = buffer[index]
-    if type(view) is np.ndarray:  # add through the view: `buffer[index] += g` would copy it back
-        view += g
-    else:  # a single element
-        buffer[index] += g
-
-
-GETITEM = Op(
-    "getitem",
-    lambda g, ans, x, index, basic: scatter_add(g, index, basic, x.shape),
-    accumulate=_add_at,
-)
-SCATTER_ADD = Op("scatter_add", lambda g, ans, x, index, basic, shape: _getitem(g, index, basic))
-
-
 def _getitem(x: Tensor, index, basic: bool) -> Tensor:
     try:
         data = x._data[index]
     except (IndexError, TypeError, ValueError) as error:
         raise IndexError(f"getitem: invalid index for a tensor of shape {x.shape}: {error}") from None
-    return _make(GETITEM, data, (x,), {"index": index, "basic": basic})
+    return _record(GETITEM, data, (x,), {"index": index, "basic": basic})
 
 
 def getitem(x, index) -> Tensor:
@@ -708,13 +527,14 @@ def getitem(x, index) -> Tensor:
     Raises IndexError naming the shape for an invalid or out-of-bounds index.
     """
     index, basic = _normalize_index(index)
-    return _getitem(_operand(x), index, basic)
+    return _getitem(as_operand(x), index, basic)
 
 
 def scatter_add(g, index, basic: bool, shape) -> Tensor:
     """Zeros of ``shape`` with ``g`` added at ``index``: the adjoint of ``getitem`` (HIPS autograd's ``untake``)."""
-    g = _operand(g)
-    return _make(SCATTER_ADD, _scatter_add_array(g._data, index, basic, shape), (g,), {"index": index, "basic": basic, "shape": shape})
+    g = as_operand(g)
+    return _record(SCATTER_ADD, K.scatter_add(g._data, index, basic, shape), (g,),
+                   {"index": index, "basic": basic, "shape": shape})
 
 
 # ----------------------------------------------------------------------------- Tensor methods
@@ -723,7 +543,7 @@ def _reflected(fn):
 
 
 def _compare(fn):
-    return lambda self, other: _wrap(fn(self._data, other._data if isinstance(other, Tensor) else other))
+    return lambda self, other: _const(fn(self._data, other._data if isinstance(other, Tensor) else other))
 
 
 Tensor.__add__, Tensor.__radd__ = add, _reflected(add)

@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from . import autograd
-from .autograd import STATE, TapeEntry, _NO_PARAMS
+from .autograd import CLOCK, STATE, TapeEntry, _NO_PARAMS
 
 _NUMERIC_KINDS = "biuf"
 
@@ -52,7 +52,7 @@ class Tensor:
         TypeError: non-numeric data, or ``requires_grad=True`` on integer/bool data.
     """
 
-    __slots__ = ("_data", "requires_grad", "grad", "_entry", "_version", "_hooks", "_retains_grad", "__weakref__")
+    __slots__ = ("_data", "requires_grad", "grad", "_entry", "_changed_at", "_hooks", "_retains_grad", "__weakref__")
     # NumPy must hand mixed expressions (ndarray * Tensor) to our reflected operators.
     __array_ufunc__ = None
 
@@ -63,30 +63,30 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._entry = None
-        self._version = 0
+        self._changed_at = 0
         self._hooks = None
         self._retains_grad = False
 
     # ----------------------------------------------------------------- construction fast paths
     @classmethod
-    def _wrap(cls, data, _new=object.__new__) -> "Tensor":
+    def _from_array(cls, data, _new=object.__new__) -> "Tensor":
         """A constant tensor around ``data`` (no copy, no checks): the hot path of every op."""
         t = _new(cls)
         t._data = data if type(data) is np.ndarray else np.asarray(data)
         t.requires_grad = False
         t.grad = None
         t._entry = None
-        t._version = 0
+        t._changed_at = 0
         t._hooks = None
         t._retains_grad = False
         return t
 
     @classmethod
-    def _make(cls, op, data, inputs: tuple, params: dict = _NO_PARAMS) -> "Tensor":
+    def _from_op(cls, op, data, inputs: tuple, params: dict = _NO_PARAMS) -> "Tensor":
         """The output of ``op(inputs)``, recorded on the tape if any input requires grad."""
-        t = cls._wrap(data)
+        t = cls._from_array(data)
         if STATE.anomaly:
-            autograd._check_finite(t._data, "forward output", op.name, autograd._user_frame())
+            autograd.check_finite(t._data, "forward output", op.name, autograd._user_frame())
         if STATE.grad_enabled:
             for x in inputs:
                 if x.requires_grad:
@@ -106,7 +106,7 @@ class Tensor:
         if value.shape != self._data.shape:
             raise ValueError(f"Tensor.data: new data has shape {value.shape}, expected {self._data.shape}")
         self._data = value.astype(self._data.dtype, copy=False)
-        self._bump_version()
+        self._mark_changed()
 
     shape = property(lambda self: self._data.shape, doc="Tuple of dimension sizes.")
     ndim = property(lambda self: self._data.ndim, doc="Number of dimensions.")
@@ -176,12 +176,12 @@ class Tensor:
             RuntimeError: self does not require grad, or the graph was already freed.
             ValueError: ``grad`` is missing for a non-scalar output or has the wrong shape.
         """
-        (cotangent,) = _cotangents("backward", [self], None if grad is None else [grad])
-        autograd.run_backward([self], [cotangent], retain_graph or create_graph, create_graph)
+        seeds = autograd.seed_cotangents("backward", [self], None if grad is None else [grad])
+        autograd.backward_pass([self], seeds, retain_graph or create_graph, create_graph)
 
     def detach(self) -> "Tensor":
         """A tensor sharing this data that does not require grad (cuts the tape, as in truncated BPTT)."""
-        return Tensor._wrap(self._data)
+        return Tensor._from_array(self._data)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         """Set ``requires_grad`` in place on a leaf; returns self."""
@@ -220,13 +220,13 @@ class Tensor:
                 "wrap it in minigrad.no_grad() (as optimizers do) or compute a new tensor"
             )
         apply(self._data)
-        self._bump_version()
+        self._mark_changed()
         return self
 
-    def _bump_version(self):
+    def _mark_changed(self):
         """Record an in-place change (see ``autograd.TapeEntry.clock``)."""
-        STATE.version_clock += 1
-        self._version = STATE.version_clock
+        CLOCK.tick += 1
+        self._changed_at = CLOCK.tick
 
     def add_(self, other, alpha=1):
         """In place: self += alpha * other (no grad recorded)."""
@@ -274,66 +274,23 @@ class _HookHandle:
         self._hooks.pop(self.key, None)
 
 
-def _cotangents(where: str, outputs, grad_outputs):
-    """Check outputs and build their seed cotangents (ones for size-1 outputs)."""
-    seeds = []
-    for k, out in enumerate(outputs):
-        if not isinstance(out, Tensor):
-            raise TypeError(f"{where}: outputs must be Tensors; got {type(out).__name__}")
-        if not out.requires_grad:
-            raise RuntimeError(
-                f"{where}: output {k} (shape {out.shape}) does not require grad and has no tape: "
-                "did an input set requires_grad=True, and was it computed outside no_grad()?"
-            )
-        g = None if grad_outputs is None else grad_outputs[k]
-        if g is None:
-            if out._data.size != 1:
-                raise ValueError(
-                    f"{where}: output {k} has shape {out.shape}; a gradient can be created implicitly only for "
-                    "a single-element output; pass grad= (a cotangent of that shape)"
-                )
-            g = Tensor._wrap(np.ones_like(out._data))
-        else:
-            g = g if isinstance(g, Tensor) else Tensor._wrap(np.asarray(g, dtype=out._data.dtype))
-            if g.shape != out.shape:
-                raise ValueError(f"{where}: grad for output {k} has shape {g.shape}, expected {out.shape}")
-        seeds.append(g)
-    return seeds
+def as_operand(x, like: Tensor | None = None, op: str = "minigrad") -> Tensor:
+    """A Tensor as it is; a number or array as a constant tensor (no copy).
 
-
-def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
-    """Gradients of ``outputs`` with respect to ``inputs``, without touching ``.grad``.
-
-    Matches ``torch.autograd.grad``: ``outputs`` and ``inputs`` are Tensors or
-    sequences of them; ``grad_outputs`` the cotangents (omit for size-1 outputs);
-    ``retain_graph`` defaults to ``create_graph``.  Returns a tuple with one
-    Tensor per input, shaped like that input.
+    A Python number takes ``like``'s dtype when that is floating point, so
+    ``float32_tensor * 2.0`` stays float32 (NumPy's weak scalars).
 
     Raises:
-        RuntimeError: an input does not require grad, or is not reached from the
-            outputs and ``allow_unused`` is False (then its entry is None).
+        TypeError: ``x`` is not numeric (names the op).
     """
-    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-    if grad_outputs is not None:
-        grad_outputs = [grad_outputs] if isinstance(grad_outputs, Tensor) or not isinstance(grad_outputs, (list, tuple)) else list(grad_outputs)
-        if len(grad_outputs) != len(outputs):
-            raise ValueError(f"grad: got {len(grad_outputs)} grad_outputs for {len(outputs)} outputs")
-    for k, x in enumerate(inputs):
-        if not isinstance(x, Tensor) or not x.requires_grad:
-            raise RuntimeError(f"grad: input {k} does not require grad")
-    seeds = _cotangents("grad", outputs, grad_outputs)
-    retain = create_graph if retain_graph is None else retain_graph
-    results = autograd.run_backward(outputs, seeds, retain, create_graph, inputs=inputs)
-    for k, g in enumerate(results):
-        if g is None and not allow_unused:
-            raise RuntimeError(
-                f"grad: input {k} (shape {inputs[k].shape}) is not used to compute the outputs; "
-                "pass allow_unused=True to get None for it"
-            )
-        if g is not None and not create_graph:
-            results[k] = g.detach()
-    return tuple(results)
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and like._data.dtype.kind == "f" and (type(x) in (float, int) or isinstance(x, numbers.Real)):
+        return Tensor._from_array(np.asarray(x, dtype=like._data.dtype))
+    array = np.asarray(x)
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"{op}: expected a Tensor, array or number; got {type(x).__name__} (dtype {array.dtype})")
+    return Tensor._from_array(array)
 
 
 # ----------------------------------------------------------------------------- creation helpers

@@ -67,7 +67,7 @@ def _contract(outputs, cotangents) -> Tensor:
     """s = sum_k <v_k, f_k>: one scalar whose gradient is the vector-Jacobian product."""
     s = mg.tensor(0.0)
     for o, v in zip(outputs, cotangents):
-        s = s + mg.sum(Tensor._wrap(v) * o)
+        s = s + mg.sum(Tensor._from_array(v) * o)
     return s
 
 

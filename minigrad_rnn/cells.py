@@ -66,7 +66,7 @@ def _gate_slices(hidden_size: int, num_gates: int) -> list:
 def _dropout_mask(rng, shape, p: float, dtype) -> Tensor:
     """A constant inverted-dropout mask: 0 with probability p, else 1/(1-p)."""
     keep = rng.random(shape) >= p
-    return Tensor._wrap(keep.astype(dtype) / np.asarray(1 - p, dtype=dtype))
+    return Tensor._from_array(keep.astype(dtype) / np.asarray(1 - p, dtype=dtype))
 
 
 class RecurrentCell(Module):
@@ -108,7 +108,7 @@ class RecurrentCell(Module):
 
     def initial_state(self, batch_size: int):
         """The zero state, (batch_size, hidden_size) in the cell's dtype."""
-        return Tensor._wrap(np.zeros((batch_size, self.hidden_size), self.dtype))
+        return Tensor._from_array(np.zeros((batch_size, self.hidden_size), self.dtype))
 
     def forward(self, input, hx=None):  # noqa: A002 - PyTorch's argument name
         name = type(self).__name__
@@ -259,8 +259,8 @@ class LSTMCell(_GatedCell):
 
     def initial_state(self, batch_size: int):
         """Zeros (h (B, proj_size or H), c (B, H))."""
-        return (Tensor._wrap(np.zeros((batch_size, self.output_size), self.dtype)),
-                Tensor._wrap(np.zeros((batch_size, self.hidden_size), self.dtype)))
+        return (Tensor._from_array(np.zeros((batch_size, self.output_size), self.dtype)),
+                Tensor._from_array(np.zeros((batch_size, self.hidden_size), self.dtype)))
 
     def step(self, x_t, state):
         h, c = state

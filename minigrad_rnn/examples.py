@@ -39,7 +39,7 @@ class _LSTMState:
 
     def initial_state(self, batch_size: int):
         zeros = np.zeros((batch_size, self.hidden_size), self.dtype)
-        return Tensor._wrap(zeros), Tensor._wrap(zeros.copy())
+        return Tensor._from_array(zeros), Tensor._from_array(zeros.copy())
 
 
 class PeepholeLSTMCell(_LSTMState, RecurrentCell):

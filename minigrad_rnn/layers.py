@@ -280,7 +280,7 @@ class Recurrent(Module):
         if hx is None:
             states = self._initial_state(B)
         else:
-            zero = tree_map(lambda t: Tensor._wrap(np.zeros((len(cells),) + t.shape, t.dtype)),
+            zero = tree_map(lambda t: Tensor._from_array(np.zeros((len(cells),) + t.shape, t.dtype)),
                             cells[0].initial_state(B))
             hint = f" (the input {tuple(input.shape)} is read as {layout})"
             hx = check_state(name, hx, zero, batched, batch_axis=1, name="hidden", hint=hint)

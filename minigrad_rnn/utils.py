@@ -85,7 +85,7 @@ def as_tensor(x, where: str) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if isinstance(x, np.ndarray):
-        return Tensor._wrap(x)
+        return Tensor._from_array(x)
     raise TypeError(f"{where}: expected a minigrad Tensor or a NumPy array; got {type(x).__name__}")
 
 

@@ -214,11 +214,11 @@ def test_nn_functional_reexports_minigrad_functional():
 
 
 # ----------------------------------------------------------------------------- nn.init
-def test_random_inits_fill_in_place_from_rng_and_bump_version():
+def test_random_inits_fill_in_place_from_rng_and_mark_changed():
     p = nn.Parameter(np.zeros((3, 4), np.float32))
-    version = p._version
+    version = p._changed_at
     assert nn.init.uniform_(p, -2, 3, rng=np.random.default_rng(0)) is p
-    assert p._version > version and p.dtype == np.float32
+    assert p._changed_at > version and p.dtype == np.float32
     np.testing.assert_array_equal(p.data, np.random.default_rng(0).uniform(-2, 3, (3, 4)).astype(np.float32))
     nn.init.normal_(p, 1.0, 0.5, rng=np.random.default_rng(1))
     np.testing.assert_array_equal(p.data, np.random.default_rng(1).normal(1.0, 0.5, (3, 4)).astype(np.float32))

@@ -16,7 +16,7 @@ import numpy as np
 from .. import functional as F
 from .. import ops
 from ..autograd import no_grad
-from ..tensor import Tensor, _rng
+from ..tensor import Tensor, _rng, as_operand
 from . import init
 from .module import Module, Parameter
 
@@ -67,7 +67,7 @@ class Linear(Module):
             self.register_parameter("bias", None)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = ops._operand(x)
+        x = as_operand(x)
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"Linear: input of shape {x.shape} must end in in_features={self.in_features} "
@@ -172,7 +172,7 @@ class LayerNorm(Module):
         self._axes = tuple(range(-len(normalized_shape), 0))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = ops._operand(x)
+        x = as_operand(x)
         k = len(self.normalized_shape)
         if x.ndim < k or x.shape[x.ndim - k:] != self.normalized_shape:
             raise ValueError(

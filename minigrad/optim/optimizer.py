@@ -118,7 +118,7 @@ class Optimizer:
                 if buf is None:
                     buf = self._buffers[p] = np.empty_like(p._data)
                 self._update(p._data, p.grad._data, state, group, buf)
-                p._bump_version()  # graphs recorded before the step now refuse to backward
+                p._mark_changed()  # graphs recorded before the step now refuse to backward
         return loss
 
     def zero_grad(self, set_to_none: bool = True):

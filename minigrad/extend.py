@@ -1,0 +1,197 @@
+"""Adding an op to minigrad: a NumPy forward and its vector-Jacobian product (VJP) rules.
+
+The anchors are HIPS autograd's ``autograd.extend`` (``primitive``, ``defvjp``), JAX's
+``custom_vjp`` and PyTorch's ``autograd.Function``.  Every built-in op in ``ops.py`` is
+declared with this same API, so that table is also this module's documentation::
+
+    import numpy as np
+    import minigrad as mg
+    from minigrad.extend import primitive, defvjp
+
+    softplus = primitive(lambda x: np.logaddexp(0, x), "softplus")   # log(1 + e**x), stable
+    defvjp(softplus, lambda g, ans, x: g * mg.sigmoid(x))              # d/dx = sigmoid(x)
+
+    y = softplus(mg.tensor([-800.0, 0.0, 800.0], requires_grad=True))
+
+A rule ``rule(g, ans, *inputs, **params)`` receives the output's cotangent ``g``, the output
+``ans`` and the op's inputs (all Tensors) and returns the cotangent of one input.  Write it
+with minigrad ops and the op gets second derivatives (``create_graph=True``) for free.  A
+user's op gets everything a built-in gets: a tape entry that can be replayed, hooks,
+in-place version checks, ``detect_anomaly``, ``create_graph`` and ``minigrad.testing``.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from .tensor import Tensor, as_operand
+
+__all__ = ["Op", "primitive", "defvjp", "defvjp_argnum"]
+
+
+class Op:
+    """A differentiable primitive: a name, a NumPy forward kernel and the VJP rule of each input.
+
+    Calling it, ``op(*inputs, **params)``, converts the inputs (Tensors, arrays, numbers) to
+    Tensors, runs ``forward(*arrays, **params)`` and records one tape entry ``(op, inputs,
+    params)`` when an input requires grad.  The entry is enough to re-run ``forward``.
+
+    Attributes:
+        name: how the tape and error messages name the op.
+        forward: ``forward(*arrays, **params) -> np.ndarray``.
+        rules: ``rules[i](g, ans, *inputs, **params)``, the VJP of input ``i`` (None: not differentiable).
+        argnum_rule: instead of ``rules``, one ``rule(i, g, ans, inputs, **params)`` for any
+            number of inputs (HIPS autograd's ``defvjp_argnum``; used by ``concatenate``).
+        broadcasts: the op broadcasts its inputs as NumPy does, so a rule may return a
+            cotangent of the output's shape and it is summed back to the input's (``sum_to``).
+        lazy_vjp: optional ``lazy_vjp(i, g, ans, *inputs, **params)`` returning a lazy term
+            (``autograd.SliceTerm`` or ``autograd.OuterTerm``) or None; reverse mode uses it
+            when no graph is built, to skip full-size temporaries (see ``autograd._Cotangent``).
+    """
+
+    __slots__ = ("name", "forward", "rules", "argnum_rule", "broadcasts", "lazy_vjp", "max_inputs")
+
+    def __init__(self, forward, name: str | None = None, broadcasts: bool = False):
+        if not callable(forward):
+            raise TypeError(f"primitive: forward must be a function of NumPy arrays; got {type(forward).__name__}")
+        self.name = name or getattr(forward, "__name__", None) or "op"
+        self.forward = forward
+        self.rules = ()
+        self.argnum_rule = None
+        self.broadcasts = broadcasts
+        self.lazy_vjp = None
+        self.max_inputs = _max_positional(forward)
+
+    def __repr__(self):
+        return f"Op({self.name})"
+
+    def __call__(self, *inputs, **params) -> Tensor:
+        like = next((x for x in inputs if isinstance(x, Tensor)), None)
+        tensors = tuple(as_operand(x, like, self.name) for x in inputs)
+        if len(self.rules) > len(tensors):
+            raise ValueError(
+                f"{self.name}: has VJP rules for {len(self.rules)} inputs but was called with {len(tensors)}")
+        data = self.forward(*(t._data for t in tensors), **params)
+        if type(data) is not np.ndarray:
+            if not isinstance(data, np.generic):
+                raise TypeError(
+                    f"{self.name}: forward must return a NumPy array; got {type(data).__name__} "
+                    f"(wrap a Python number with np.asarray)")
+            data = np.asarray(data)
+        if data.dtype.kind not in "biuf":
+            raise TypeError(f"{self.name}: forward returned an array of dtype {data.dtype}; expected a numeric dtype")
+        return Tensor._from_op(self, data, tensors, params)
+
+    def vjp(self, i: int, g: Tensor, ans: Tensor, inputs: tuple, params: dict) -> Tensor:
+        """The cotangent of input ``i``, checked to have its shape (unbroadcast if the op broadcasts) and dtype."""
+        if self.argnum_rule is not None:
+            gx = self.argnum_rule(i, g, ans, inputs, **params)
+        else:
+            rule = self.rules[i] if i < len(self.rules) else None
+            if rule is None:
+                raise RuntimeError(
+                    f"{self.name}: input {i} requires grad but the op has no VJP rule for it "
+                    f"(give one with minigrad.extend.defvjp)")
+            gx = rule(g, ans, *inputs, **params)
+        x = inputs[i]._data
+        if type(gx) is not Tensor:
+            gx = _as_cotangent(gx, self.name, i)
+        if gx._data.shape != x.shape:
+            gx = self._unbroadcast(gx, x, i)
+        if gx._data.dtype != x.dtype:  # e.g. the float32 input of a float64 op gets a float32 cotangent
+            if gx._data.dtype.kind != "f":
+                raise TypeError(
+                    f"{self.name}: the VJP rule of input {i} returned dtype {gx._data.dtype}; "
+                    f"expected a floating-point cotangent ({x.dtype})")
+            gx = gx.astype(x.dtype)
+        return gx
+
+    def _unbroadcast(self, gx: Tensor, x: np.ndarray, i: int) -> Tensor:
+        if self.broadcasts:
+            try:
+                if np.broadcast_shapes(x.shape, gx._data.shape) == gx._data.shape:
+                    from .ops import sum_to  # ops.py builds on this module
+
+                    return sum_to(gx, x.shape)
+            except ValueError:
+                pass
+        raise ValueError(
+            f"{self.name}: the VJP rule of input {i} returned shape {gx._data.shape}; expected the input's "
+            f"shape {x.shape}" + ("" if self.broadcasts else " (sum a broadcast cotangent back with minigrad.sum_to)"))
+
+
+def _max_positional(forward) -> int | None:
+    """How many positional arguments ``forward`` takes, or None if any number (or unknown)."""
+    if isinstance(forward, np.ufunc):
+        return forward.nin
+    try:
+        parameters = inspect.signature(forward).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return None
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
+
+
+def _as_cotangent(gx, name: str, i: int) -> Tensor:
+    if isinstance(gx, np.ndarray):
+        return Tensor._from_array(gx)  # a constant: fine for first order, not differentiable again
+    raise TypeError(f"{name}: the VJP rule of input {i} returned {type(gx).__name__}; expected a Tensor")
+
+
+def primitive(forward, name: str | None = None, *, broadcasts: bool = False) -> Op:
+    """Turn a NumPy function into a minigrad op (HIPS autograd's ``primitive``).
+
+    Args:
+        forward: ``forward(*arrays, **params) -> np.ndarray``; positional arguments are the
+            op's inputs (Tensors, arrays or numbers when called), keyword arguments its
+            parameters (saved on the tape entry as they are, never differentiated).
+        name: the op's name on the tape and in errors; defaults to ``forward.__name__``.
+        broadcasts: the op broadcasts its inputs as NumPy does; rules may then return
+            cotangents of the output's shape and minigrad sums them back to each input's.
+
+    Returns:
+        An :class:`Op`, called like ``forward`` but on Tensors.  Give it rules with :func:`defvjp`.
+
+    Raises:
+        TypeError: ``forward`` is not callable; when called, ``forward`` returns something that
+            is not a NumPy array of a numeric dtype (the message names the op).
+    """
+    return Op(forward, name, broadcasts)
+
+
+def defvjp(op: Op, *rules) -> Op:
+    """Give ``op`` one VJP rule per input, in order (HIPS autograd's ``defvjp``); returns ``op``.
+
+    ``rules[i](g, ans, *inputs, **params)`` returns the cotangent of input ``i``: a Tensor of
+    that input's shape (or, for a ``broadcasts`` op, of the output's shape) and a floating
+    dtype (cast to the input's).  ``None`` marks an input with no derivative.
+
+    Raises:
+        TypeError: ``op`` is not an Op, or a rule is neither callable nor None.
+        ValueError: more rules than the forward takes positional arguments (names the op).
+        In backward, a rule's wrong result is an error naming the op, the input and the shapes.
+    """
+    if not isinstance(op, Op):
+        raise TypeError(f"defvjp: expected an Op made by minigrad.extend.primitive; got {type(op).__name__}")
+    for i, rule in enumerate(rules):
+        if rule is not None and not callable(rule):
+            raise TypeError(f"defvjp: the rule for input {i} of {op.name} is a {type(rule).__name__}, not a function")
+    if op.max_inputs is not None and len(rules) > op.max_inputs:
+        raise ValueError(
+            f"defvjp: {len(rules)} rules given, but the forward of {op.name} takes {op.max_inputs} inputs "
+            f"(valid input indices are 0 to {op.max_inputs - 1})")
+    op.rules = rules
+    return op
+
+
+def defvjp_argnum(op: Op, rule) -> Op:
+    """Give ``op`` one rule ``rule(i, g, ans, inputs, **params)`` for the cotangent of any input ``i``.
+
+    For ops with any number of inputs, as HIPS autograd's ``defvjp_argnum``; returns ``op``.
+    """
+    if not isinstance(op, Op) or not callable(rule):
+        raise TypeError("defvjp_argnum: expected an Op made by minigrad.extend.primitive and a function")
+    op.argnum_rule = rule
+    return op
