@@ -19,10 +19,10 @@ back-propagates in time linear in its size.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
 import itertools
-import threading
 import traceback
 from pathlib import Path
 
@@ -33,11 +33,25 @@ from . import _kernels
 
 
 # --------------------------------------------------------------------------- modes
-class _Modes(threading.local):
-    """Grad mode and anomaly mode, per thread as PyTorch's: each thread starts with these."""
+class Mode:
+    """This thread's modes: whether ops record on the tape, and whether anomaly mode is on.
 
-    grad_enabled = True
-    anomaly = False
+    Per thread, as PyTorch's grad mode: a new thread starts from the default (recording,
+    no anomaly mode).  Both live in one context variable, because every op reads them and
+    a context variable read is the cheapest per-thread lookup Python has.  Immutable.
+    """
+
+    __slots__ = ("grad_enabled", "anomaly")
+
+    def __init__(self, grad_enabled: bool, anomaly: bool):
+        self.grad_enabled, self.anomaly = grad_enabled, anomaly
+
+    def replace(self, **changes) -> "Mode":
+        return _MODES[changes.get("grad_enabled", self.grad_enabled), changes.get("anomaly", self.anomaly)]
+
+
+_MODES = {(g, a): Mode(g, a) for g in (True, False) for a in (True, False)}
+MODE = contextvars.ContextVar("minigrad.mode", default=_MODES[True, False])
 
 
 class _Clock:
@@ -51,7 +65,6 @@ class _Clock:
     tick = 0
 
 
-STATE = _Modes()
 CLOCK = _Clock()
 _NO_PARAMS: dict = {}
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
@@ -68,12 +81,13 @@ class _ModeSwitch(contextlib.ContextDecorator):
     value: bool
 
     def __enter__(self):
-        self._previous = getattr(STATE, self.attribute)
-        setattr(STATE, self.attribute, self.value)
+        mode = MODE.get()
+        self._previous = getattr(mode, self.attribute)
+        MODE.set(mode.replace(**{self.attribute: self.value}))
         return self
 
-    def __exit__(self, *exc_info):
-        setattr(STATE, self.attribute, self._previous)
+    def __exit__(self, *exc_info):  # restores only its own mode, so blocks may end out of order
+        MODE.set(MODE.get().replace(**{self.attribute: self._previous}))
         return False
 
     def _recreate_cm(self):  # a fresh instance per decorated call, so nesting is safe
@@ -138,7 +152,7 @@ class detect_anomaly(_ModeSwitch):
 
 def is_grad_enabled() -> bool:
     """Whether ops currently record on the tape in this thread."""
-    return STATE.grad_enabled
+    return MODE.get().grad_enabled
 
 
 def _user_frame() -> str:
@@ -169,13 +183,13 @@ class TapeEntry:
 
     __slots__ = ("op", "inputs", "params", "clock", "index", "created_at")
 
-    def __init__(self, op, inputs: tuple, params: dict):
+    def __init__(self, op, inputs: tuple, params: dict, created_at: str | None = None):
         self.op = op
         self.inputs = inputs
         self.params = params
         self.clock = CLOCK.tick
         self.index = next(_ENTRY_INDEX)
-        self.created_at = _user_frame() if STATE.anomaly else None
+        self.created_at = created_at  # where the op ran (file:line), kept in anomaly mode
 
     def replay(self) -> np.ndarray:
         """Re-run the op's forward kernel on the inputs' current arrays and the saved params."""
@@ -287,11 +301,11 @@ class _Cotangent:
 
     __slots__ = ("like", "dense", "owned", "lefts", "rights", "outer_size")
 
-    def __init__(self, like):
+    def __init__(self, like, first=None):
         self.like = like  # the tensor whose cotangent this is: its shape and dtype
-        self.dense = None  # Tensor: the sum of the dense terms so far
+        self.dense = first  # Tensor: the sum of the dense terms so far
         self.owned = False  # whether ``dense`` is a buffer of ours, to add into in place
-        self.lefts = None
+        self.lefts = None  # the factors of deferred outer terms, if any
 
     def add(self, g, create_graph: bool):
         if self.dense is None:
@@ -367,6 +381,19 @@ class OuterTerm:
         cotangent.add_outer(self.left, self.right)
 
 
+def _add_term(cotangents: dict, x, g, create_graph: bool) -> _Cotangent:
+    """Add the dense term ``g`` (or nothing, if None) to the cotangent of ``x``; returns its sum.
+
+    ``cotangents[x]`` is a Tensor while ``x`` has one term, a :class:`_Cotangent` from the second on.
+    """
+    total = cotangents.get(x)
+    if type(total) is not _Cotangent:
+        total = cotangents[x] = _Cotangent(x, total)
+    if g is not None:
+        total.add(g, create_graph)
+    return total
+
+
 def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs=None):
     """The reverse-mode sweep from ``outputs``, seeded with the cotangents ``seeds``.
 
@@ -383,16 +410,19 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
     results = None if inputs is None else [None] * len(inputs)
     cotangents = {}
     for out, g in zip(outputs, seeds):
-        cotangents.setdefault(out, _Cotangent(out)).add(g, create_graph)
+        _add_term(cotangents, out, g, create_graph)
 
-    previous_mode, anomaly = STATE.grad_enabled, STATE.anomaly
-    STATE.grad_enabled = create_graph
-    STATE.anomaly = False  # VJP results are checked below, naming the op whose backward failed
+    previous_mode = MODE.get()
+    anomaly = previous_mode.anomaly
+    # record the VJPs only to build a graph; their results are checked below in anomaly mode,
+    # naming the op whose backward failed
+    MODE.set(_MODES[create_graph, False])
     lazy = not (create_graph or anomaly)  # lazy terms only when no graph is built
     try:
         for t in reversed(order):
-            cotangent = cotangents.pop(t, None)
-            g = None if cotangent is None else cotangent.total()
+            g = cotangents.pop(t, None)
+            if type(g) is _Cotangent:
+                g = g.total()
             if g is None:
                 continue
             if t._hooks:
@@ -415,22 +445,22 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
             for i, x in enumerate(xs):
                 if not x.requires_grad or (on_path is not None and x not in on_path):
                     continue
-                sum_x = cotangents.get(x)
-                if sum_x is None:
-                    sum_x = cotangents[x] = _Cotangent(x)
                 if lazy and op.lazy_vjp is not None:
                     term = op.lazy_vjp(i, g, t, *xs, **params)
                     if term is not None:
-                        term.add_to(sum_x)
+                        term.add_to(_add_term(cotangents, x, None, False))
                         continue
                 gx = op.vjp(i, g, t, xs, params)
                 if anomaly:
                     check_finite(gx._data, f"backward (cotangent of input {i})", op.name, entry.created_at)
-                sum_x.add(gx, create_graph)
+                if x in cotangents:
+                    _add_term(cotangents, x, gx, create_graph)
+                else:  # the first term, kept as it is: most tensors are used once
+                    cotangents[x] = gx
             if not retain_graph:
                 entry.inputs = entry.params = None
     finally:
-        STATE.grad_enabled, STATE.anomaly = previous_mode, anomaly
+        MODE.set(previous_mode)
     return results
 
 

@@ -45,12 +45,15 @@ class Op:
             number of inputs (HIPS autograd's ``defvjp_argnum``; used by ``concatenate``).
         broadcasts: the op broadcasts its inputs as NumPy does, so a rule may return a
             cotangent of the output's shape and it is summed back to the input's (``sum_to``).
+        trusted_shapes: skip the check that each rule returns its input's shape (the dtype is
+            always checked).  Only ``ops.py`` sets it, for built-in ops that do not broadcast,
+            whose rules the gradient tests cover; every user op is checked.
         lazy_vjp: optional ``lazy_vjp(i, g, ans, *inputs, **params)`` returning a lazy term
             (``autograd.SliceTerm`` or ``autograd.OuterTerm``) or None; reverse mode uses it
             when no graph is built, to skip full-size temporaries (see ``autograd._Cotangent``).
     """
 
-    __slots__ = ("name", "forward", "rules", "argnum_rule", "broadcasts", "lazy_vjp", "max_inputs")
+    __slots__ = ("name", "forward", "rules", "argnum_rule", "broadcasts", "lazy_vjp", "max_inputs", "trusted_shapes")
 
     def __init__(self, forward, name: str | None = None, broadcasts: bool = False):
         if not callable(forward):
@@ -62,6 +65,7 @@ class Op:
         self.broadcasts = broadcasts
         self.lazy_vjp = None
         self.max_inputs = _max_positional(forward)
+        self.trusted_shapes = False
 
     def __repr__(self):
         return f"Op({self.name})"
@@ -88,14 +92,23 @@ class Op:
         if self.argnum_rule is not None:
             gx = self.argnum_rule(i, g, ans, inputs, **params)
         else:
-            rule = self.rules[i] if i < len(self.rules) else None
+            try:
+                rule = self.rules[i]
+            except IndexError:
+                rule = None
             if rule is None:
                 raise RuntimeError(
                     f"{self.name}: input {i} requires grad but the op has no VJP rule for it "
                     f"(give one with minigrad.extend.defvjp)")
             gx = rule(g, ans, *inputs, **params)
         x = inputs[i]._data
-        if type(gx) is not Tensor:
+        if type(gx) is Tensor and gx._data.dtype is x.dtype and (self.trusted_shapes or gx._data.shape == x.shape):
+            return gx  # the common case (a shape costs a tuple per read: trusted rules skip that)
+        return self._conform(gx, x, i)
+
+    def _conform(self, gx, x: np.ndarray, i: int) -> Tensor:
+        """A rule's result as a Tensor of the input's shape and dtype, or a clear error."""
+        if not isinstance(gx, Tensor):
             gx = _as_cotangent(gx, self.name, i)
         if gx._data.shape != x.shape:
             gx = self._unbroadcast(gx, x, i)

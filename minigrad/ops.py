@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _kernels as K
 from .autograd import OuterTerm, SliceTerm
-from .extend import defvjp, defvjp_argnum, primitive
+from .extend import Op, defvjp, defvjp_argnum, primitive
 from .tensor import Tensor, as_operand
 
 _const = Tensor._from_array  # a constant tensor around an array
@@ -535,6 +535,14 @@ def scatter_add(g, index, basic: bool, shape) -> Tensor:
     g = as_operand(g)
     return _record(SCATTER_ADD, K.scatter_add(g._data, index, basic, shape), (g,),
                    {"index": index, "basic": basic, "shape": shape})
+
+
+# The rules of the built-in ops that do not broadcast return their input's shape by construction
+# (the gradient tests check each of them): skip that per-call check for them, not for users' ops.
+for _value in list(globals().values()):
+    _op = getattr(_value, "op", _value)
+    if isinstance(_op, Op) and not _op.broadcasts:
+        _op.trusted_shapes = True
 
 
 # ----------------------------------------------------------------------------- Tensor methods

@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from . import autograd
-from .autograd import CLOCK, STATE, TapeEntry, _NO_PARAMS
+from .autograd import CLOCK, MODE, TapeEntry, _NO_PARAMS
 
 _NUMERIC_KINDS = "biuf"
 
@@ -85,13 +85,16 @@ class Tensor:
     def _from_op(cls, op, data, inputs: tuple, params: dict = _NO_PARAMS) -> "Tensor":
         """The output of ``op(inputs)``, recorded on the tape if any input requires grad."""
         t = cls._from_array(data)
-        if STATE.anomaly:
-            autograd.check_finite(t._data, "forward output", op.name, autograd._user_frame())
-        if STATE.grad_enabled:
+        mode = MODE.get()
+        created_at = None
+        if mode.anomaly:
+            created_at = autograd._user_frame()
+            autograd.check_finite(t._data, "forward output", op.name, created_at)
+        if mode.grad_enabled:
             for x in inputs:
                 if x.requires_grad:
                     t.requires_grad = True
-                    t._entry = TapeEntry(op, inputs, params)
+                    t._entry = TapeEntry(op, inputs, params, created_at)
                     break
         return t
 
@@ -214,7 +217,7 @@ class Tensor:
 
     # ----------------------------------------------------------------- in-place (bump the version)
     def _inplace(self, name: str, apply):
-        if self.requires_grad and STATE.grad_enabled:
+        if self.requires_grad and MODE.get().grad_enabled:
             raise RuntimeError(
                 f"{name}: in-place change of a tensor that requires grad would corrupt its gradient; "
                 "wrap it in minigrad.no_grad() (as optimizers do) or compute a new tensor"
