@@ -6,11 +6,11 @@ All are numerically stable: the log-sum-exp trick keeps logits of magnitude
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from . import ops
+from ._checks import check_probability
 from .tensor import Tensor, _rng, as_operand
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -139,8 +139,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng=None) -> Tenso
 
     ``rng`` is a ``numpy.random.Generator`` (fresh if None). Raises ValueError unless 0 <= p <= 1.
     """
-    if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
-        raise ValueError(f"dropout: probability p must be in [0, 1]; got {p}")
+    check_probability(p, "p", "dropout")
     x = as_operand(x)
     if not training or p == 0:
         return x

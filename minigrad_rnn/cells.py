@@ -10,13 +10,13 @@ The cell protocol
 Every cell the sequence driver (:func:`minigrad_rnn.run_cell`,
 :class:`minigrad_rnn.Recurrent`) runs is a :class:`~minigrad.nn.Module` with
 
-* ``project(x) -> xp``: the part of a step that needs only the input, for a
+* ``project(x) -> projected``: the part of a step that needs only the input, for a
   whole sequence ``x`` (T, B, I) at once (one big matmul instead of T small
   ones).  The driver calls it once per sequence, before the steps, so a cell
   may also prepare per-sequence values there (the built-in cells transpose
   ``weight_hh`` and draw their variational dropout masks).  Default: identity.
 * ``step(x_t, state) -> (output_t, new_state)``: one time step; ``x_t`` is
-  ``xp[t]`` (B, ...), ``state`` any Tensor or tuple/list/dict of Tensors with
+  ``projected[t]`` (B, ...), ``state`` any Tensor or tuple/list/dict of Tensors with
   the batch first (an LSTM's is ``(h, c)``), ``output_t`` (B, output_size).
 * ``initial_state(batch_size) -> state``: the zero state.
 * attributes ``input_size``, ``hidden_size`` and ``output_size`` (the last two
@@ -35,27 +35,12 @@ import numpy as np
 from minigrad import Tensor, ops
 from minigrad.functional import linear
 from minigrad.nn import Module, Parameter, init
-from minigrad.nn.layers import _float_dtype
+from minigrad._checks import check_probability, check_size, float_dtype
 from minigrad.tensor import _rng
 
 from .utils import as_tensor, check_input, check_state, tree_map
 
 __all__ = ["RecurrentCell", "RNNCell", "LSTMCell", "GRUCell"]
-
-
-def _check_size(value, name: str, where: str):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{where}: {name} should be of type int, got: {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{where}: {name} must be greater than zero; got {value}")
-
-
-def _check_probability(p, name: str, where: str):
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
-        raise ValueError(
-            f"{where}: {name} should be a number in range [0, 1] representing the probability of an "
-            f"element being zeroed; got {p!r}"
-        )
 
 
 def _gate_slices(hidden_size: int, num_gates: int) -> list:
@@ -87,10 +72,10 @@ class RecurrentCell(Module):
     def __init__(self, input_size: int, hidden_size: int, *, dtype=np.float32):
         super().__init__()
         name = type(self).__name__
-        _check_size(input_size, "input_size", name)
-        _check_size(hidden_size, "hidden_size", name)
+        check_size(input_size, "input_size", name)
+        check_size(hidden_size, "hidden_size", name)
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
-        self.dtype = _float_dtype(dtype, name)
+        self.dtype = float_dtype(dtype, name)
 
     @property
     def output_size(self) -> int:
@@ -125,7 +110,7 @@ class RecurrentCell(Module):
         return new_state if batched else tree_map(lambda t: ops.squeeze(t, 0), new_state)
 
 
-class _GatedCell(RecurrentCell):
+class _PyTorchCell(RecurrentCell):
     """The parameters and input projection shared by the built-in cells.
 
     ``weight_ih`` (gates*H, I), ``weight_hh`` (gates*H, H), ``bias_ih``, ``bias_hh`` (gates*H,),
@@ -139,8 +124,8 @@ class _GatedCell(RecurrentCell):
         name = type(self).__name__
         if not isinstance(bias, bool):
             raise TypeError(f"{name}: bias should be of type bool, got: {type(bias).__name__}")
-        _check_probability(input_dropout, "input_dropout", name)
-        _check_probability(recurrent_dropout, "recurrent_dropout", name)
+        check_probability(input_dropout, "input_dropout", name)
+        check_probability(recurrent_dropout, "recurrent_dropout", name)
         self.bias, self.input_dropout, self.recurrent_dropout = bias, input_dropout, recurrent_dropout
         self.rng = _rng(rng)
         gates = num_gates * hidden_size
@@ -182,7 +167,7 @@ class _GatedCell(RecurrentCell):
         return s
 
 
-class RNNCell(_GatedCell):
+class RNNCell(_PyTorchCell):
     """Elman RNN cell, as ``torch.nn.RNNCell``: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh).
 
     Args:
@@ -217,7 +202,7 @@ class RNNCell(_GatedCell):
         return super().extra_repr() + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
 
 
-class LSTMCell(_GatedCell):
+class LSTMCell(_PyTorchCell):
     """LSTM cell (Hochreiter & Schmidhuber 1997, with a forget gate), as ``torch.nn.LSTMCell``::
 
         i, f, g, o = split(x W_ih^T + b_ih + h W_hh^T + b_hh)      # gate order i, f, g, o
@@ -276,7 +261,7 @@ class LSTMCell(_GatedCell):
         return super().extra_repr() + (f", proj_size={self.proj_size}" if self.proj_size else "")
 
 
-class GRUCell(_GatedCell):
+class GRUCell(_PyTorchCell):
     """GRU cell (Cho et al. 2014), as ``torch.nn.GRUCell``::
 
         r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)

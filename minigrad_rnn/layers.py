@@ -27,7 +27,6 @@ Weights move both ways with PyTorch::
 """
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import numpy as np
@@ -36,7 +35,9 @@ from minigrad import Tensor, functional as F, ops
 from minigrad.nn import Module, ModuleList, Parameter
 from minigrad.tensor import _rng
 
-from .cells import GRUCell, LSTMCell, RNNCell, _check_probability
+from minigrad._checks import check_probability, check_size
+
+from .cells import GRUCell, LSTMCell, RNNCell
 from .utils import as_tensor, check_input, check_state, same_structure, tree_leaves, tree_map, tree_unflatten
 
 __all__ = ["run_cell", "Recurrent", "RNN", "LSTM", "GRU"]
@@ -78,13 +79,13 @@ def _masked(mask, new: Tensor, old: Tensor) -> Tensor:
     return ops.where(mask, new, old)
 
 
-def _run(cell, xp: Tensor, state, masks, reverse: bool, keep_states: bool):
-    """The time loop: ``xp`` (T, B, ...) already projected; returns (outputs list, final state, step states)."""
-    T = xp.shape[0]
+def _run(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool):
+    """The time loop over ``projected`` (T, B, ...), the cell's input projection; returns (outputs list, final state, step states)."""
+    T = projected.shape[0]
     outputs, states = [None] * T, [None] * T if keep_states else None
     step = cell.step
     for t in range(T - 1, -1, -1) if reverse else range(T):
-        output, new_state = step(xp[t], state)
+        output, new_state = step(projected[t], state)
         if keep_states:
             states[t] = new_state
         mask = None if masks is None else masks[t]
@@ -189,7 +190,7 @@ class Recurrent(Module):
         D = 2 if bidirectional else 1
         if not cells or len(cells) % D or not all(isinstance(c, Module) for c in cells):
             raise ValueError(f"{name}: cells must be a non-empty list of Modules, {D} per layer; got {len(cells)}")
-        _check_probability(dropout, "dropout", name)
+        check_probability(dropout, "dropout", name)
         if dropout > 0 and len(cells) == D:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                           f"expects num_layers greater than 1, but got dropout={dropout} and num_layers=1",
@@ -294,8 +295,8 @@ class Recurrent(Module):
             for direction in range(D):
                 k = layer * D + direction
                 cell = cells[k]
-                xp = cell.project(x) if hasattr(cell, "project") else x
-                outputs, final, steps = _run(cell, xp, states[k], masks, direction == 1, return_states)
+                projected = cell.project(x) if hasattr(cell, "project") else x
+                outputs, final, steps = _run(cell, projected, states[k], masks, direction == 1, return_states)
                 outs.append(_stack_outputs(outputs))
                 finals.append(final)
                 all_states.append(steps)
@@ -323,8 +324,7 @@ class Recurrent(Module):
 # --------------------------------------------------------------------------- PyTorch's layers
 def _cells(make_cell, input_size: int, output_size: int, num_layers, bidirectional, where: str):
     """Cells layer-major, direction-minor; layer k > 0 reads both directions of layer k - 1."""
-    if isinstance(num_layers, bool) or not isinstance(num_layers, numbers.Integral) or num_layers <= 0:
-        raise ValueError(f"{where}: num_layers must be greater than zero; got {num_layers!r}")
+    check_size(num_layers, "num_layers", where)
     D = 2 if bidirectional else 1
     return [make_cell(input_size if layer == 0 else D * output_size)
             for layer in range(num_layers) for _ in range(D)]

@@ -127,7 +127,7 @@ def test_dropout_mask_comes_from_rng_and_eval_is_identity():
     drop.eval()
     np.testing.assert_array_equal(drop(mg.Tensor(x)).data, x)
     assert repr(drop) == "Dropout(p=0.25)"
-    with pytest.raises(ValueError, match=r"Dropout: probability p must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"Dropout: p should be a number in range \[0, 1\]"):
         nn.Dropout(1.5)
 
 

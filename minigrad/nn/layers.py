@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import ops
+from .._checks import check_probability, check_size, float_dtype
 from ..autograd import no_grad
 from ..tensor import Tensor, _rng, as_operand
 from . import init
@@ -24,18 +25,6 @@ __all__ = [
     "Linear", "Embedding", "Dropout", "LayerNorm", "Sequential",
     "Tanh", "Sigmoid", "ReLU", "CrossEntropyLoss", "MSELoss",
 ]
-
-
-def _float_dtype(dtype, where: str) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise TypeError(f"{where}: dtype must be a floating-point type (np.float32 or np.float64); got {dtype}")
-    return dtype
-
-
-def _check_size(value, name: str, where: str, minimum: int = 0):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{where}: {name} must be an integer >= {minimum}; got {value!r}")
 
 
 class Linear(Module):
@@ -54,9 +43,9 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32, rng=None):
         super().__init__()
-        _check_size(in_features, "in_features", "Linear")
-        _check_size(out_features, "out_features", "Linear")
-        dtype = _float_dtype(dtype, "Linear")
+        check_size(in_features, "in_features", "Linear", minimum=0)
+        check_size(out_features, "out_features", "Linear", minimum=0)
+        dtype = float_dtype(dtype, "Linear")
         rng = _rng(rng)
         self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
@@ -94,8 +83,8 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, dtype=np.float32, rng=None):
         super().__init__()
-        _check_size(num_embeddings, "num_embeddings", "Embedding")
-        _check_size(embedding_dim, "embedding_dim", "Embedding")
+        check_size(num_embeddings, "num_embeddings", "Embedding", minimum=0)
+        check_size(embedding_dim, "embedding_dim", "Embedding", minimum=0)
         if padding_idx is not None:
             if not isinstance(padding_idx, numbers.Integral) or not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError(
@@ -103,7 +92,7 @@ class Embedding(Module):
                     f"got {padding_idx!r}"
                 )
             padding_idx = int(padding_idx) % num_embeddings
-        dtype = _float_dtype(dtype, "Embedding")
+        dtype = float_dtype(dtype, "Embedding")
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
         self.weight = init.normal_(Parameter(np.empty((num_embeddings, embedding_dim), dtype=dtype)), rng=rng)
         if padding_idx is not None:
@@ -130,8 +119,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, rng=None):
         super().__init__()
-        if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
-            raise ValueError(f"Dropout: probability p must be in [0, 1]; got {p!r}")
+        check_probability(p, "p", "Dropout")
         self.p = float(p)
         self.rng = _rng(rng)
 
@@ -163,7 +151,7 @@ class LayerNorm(Module):
         normalized_shape = tuple(normalized_shape)
         if not normalized_shape or not all(isinstance(n, numbers.Integral) and n > 0 for n in normalized_shape):
             raise ValueError(f"LayerNorm: normalized_shape must be positive integers; got {normalized_shape}")
-        dtype = _float_dtype(dtype, "LayerNorm")
+        dtype = float_dtype(dtype, "LayerNorm")
         self.normalized_shape = tuple(int(n) for n in normalized_shape)
         self.eps, self.elementwise_affine = eps, elementwise_affine
         self.register_parameter("weight", Parameter(np.ones(normalized_shape, dtype)) if elementwise_affine else None)
