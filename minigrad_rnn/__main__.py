@@ -1,6 +1,6 @@
 """``python -m minigrad_rnn``: the same as the ``minigrad-rnn`` command."""
 import sys
 
-from .cli import main
+from .app.cli import main
 
 sys.exit(main())

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from minigrad_rnn.cli import main
+from minigrad_rnn.app.cli import main
 
 TINY = ["--hidden-size", "8", "--batch-size", "2", "--seq-len", "8", "--sample-every", "0"]
 

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from minigrad_rnn import experiments
-from minigrad_rnn.cli import main
+from minigrad_rnn.app import experiments
+from minigrad_rnn.app.cli import main
 
 
 def test_adding_problem_batches():

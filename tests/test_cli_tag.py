@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from minigrad_rnn import tagger
-from minigrad_rnn.cli import main
-from minigrad_rnn.data import read_conllu, split_sentences
+from minigrad_rnn.app import tagger
+from minigrad_rnn.app.cli import main
+from minigrad_rnn.app.conllu import read_conllu, split_sentences
 
 SMALL = ["--hidden-size", "16", "--word-size", "16", "--char-size", "8", "--char-filters", "16", "--dropout", "0.1"]
 

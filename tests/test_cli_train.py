@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from minigrad_rnn.cli import main
+from minigrad_rnn.app.cli import main
 
 TINY = ["--hidden-size", "16", "--batch-size", "4", "--seq-len", "16", "--sample-every", "0"]
 

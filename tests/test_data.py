@@ -1,14 +1,16 @@
-"""Tests for minigrad_rnn.data: text corpus, TBPTT batching, CoNLL-U and tagger batches."""
+"""Tests for the command's data: text corpus, TBPTT batching, vocabularies, CoNLL-U and tagger batches."""
 import json
 
 import numpy as np
 import pytest
 
-from minigrad_rnn.data import (
-    IGNORE_INDEX, UPOS_TAGS, DataError, Sentence, TBPTTBatches, TokenVocab, Vocabulary,
-    build_char_vocab, build_tag_vocab, build_word_vocab, default_corpus_text, eval_batches,
-    load_text, pad_batch, parse_conllu, read_conllu, split_corpus, split_sentences,
+from minigrad_rnn.app.conllu import (
+    IGNORE_INDEX, UPOS_TAGS, Sentence, build_char_vocab, build_tag_vocab, build_word_vocab, pad_batch, parse_conllu,
+    read_conllu, split_sentences,
 )
+from minigrad_rnn.app.corpus import TBPTTBatches, default_corpus_text, eval_batches, load_text, split_corpus
+from minigrad_rnn.app.errors import DataError
+from minigrad_rnn.app.vocab import Vocabulary
 
 @pytest.fixture
 def ewt_dev(shared_file):
@@ -64,11 +66,11 @@ def test_vocabulary_round_trip():
     assert vocab.to_list() == ["e", "h", "l", "o"] and len(vocab) == 4
     ids = vocab.encode("hole")
     assert ids.dtype == np.int64 and ids.tolist() == [1, 3, 2, 0]
-    assert vocab.decode(ids) == "hole"
+    assert vocab.decode_text(ids) == "hole" and vocab.decode(ids) == ["h", "o", "l", "e"]
     saved = Vocabulary.from_list(json.loads(json.dumps(["z", "a", "é", "\n"])))
     assert saved.encode("a\néz").tolist() == [1, 3, 2, 0]
-    assert saved.decode([3, 2]) == "\né"
-    assert vocab.encode("").tolist() == [] and vocab.decode([]) == ""
+    assert saved.decode_text([3, 2]) == "\né"
+    assert vocab.encode("").tolist() == [] and vocab.decode_text([]) == ""
 
 
 def test_vocabulary_errors():
@@ -80,7 +82,7 @@ def test_vocabulary_errors():
     with pytest.raises(DataError, match="duplicate"):
         Vocabulary(["a", "a"])
     with pytest.raises(DataError, match="single characters"):
-        Vocabulary(["ab"])
+        Vocabulary.from_list(["ab"])
 
 
 def test_shakespeare_vocabulary_and_split(shakespeare):
@@ -89,7 +91,7 @@ def test_shakespeare_vocabulary_and_split(shakespeare):
     assert (len(text), len(vocab)) == (1_115_394, 65)  # the figures of char-rnn's tinyshakespeare
     train, valid, test = split_corpus(vocab.encode(text))
     assert (len(train), len(valid), len(test)) == (1_003_855, 55_769, 55_770)
-    assert vocab.decode(valid[:5]) == text[1_003_855:1_003_860]
+    assert vocab.decode_text(valid[:5]) == text[1_003_855:1_003_860]
 
 
 def test_split_corpus_sizes_and_order():
@@ -260,9 +262,9 @@ def test_word_char_tag_vocabularies():
     with pytest.raises(DataError, match="not in the vocabulary: 'ADJ'"):
         tags.encode(["ADJ"])
     for vocab in (lower, chars, tags):
-        restored = TokenVocab.from_dict(json.loads(json.dumps(vocab.to_dict())))
+        restored = Vocabulary.from_dict(json.loads(json.dumps(vocab.to_dict())))
         assert restored.to_dict() == vocab.to_dict()
-    assert TokenVocab.from_dict(lower.to_dict()).encode(["The"]).tolist() == [2]
+    assert Vocabulary.from_dict(lower.to_dict()).encode(["The"]).tolist() == [2]
 
 
 def test_pad_batch_shapes_and_values():

@@ -12,11 +12,13 @@
   layer actually fed forward (kept with ``retain_grad``), shows the plain
   RNN's vanishing gradients (Bengio et al. 1994) that the LSTM and GRU avoid.
 
-The ``minigrad-rnn experiment`` and ``gradflow`` commands (``cli.py``) drive these.
+The ``minigrad-rnn experiment`` and ``gradflow`` subcommands at the end of this file drive these.
 """
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -25,7 +27,27 @@ from minigrad import nn
 from minigrad.functional import cross_entropy, mse_loss
 from minigrad.nn.utils import clip_grad_norm_
 
-from .charlm import CELLS, make_optimizer
+from .errors import CommandError
+from .options import (
+    CELLS, OPTIMIZERS, add_common_options, cell_list, finite_float, make_optimizer, nonnegative_float, nonnegative_int,
+    positive_float,
+    positive_int,
+)
+from .runs import (
+    EXIT_INTERRUPTED, Budget, MetricsFile, StopOnInterrupt, TrainingLoop, duration, plot_curves, prepare_out_dir,
+    resolve_config, say, write_json,
+)
+
+# Defaults of `experiment`: the LSTM solves the adding problem at T = 100 in about 3 minutes here.
+EXPERIMENT_DEFAULTS = {
+    "cell": "lstm", "seq_len": 100, "hidden_size": 128, "batch_size": 50, "lr": 3e-3, "optimizer": "adam",
+    "clip": 1.0, "steps": None, "minutes": 10.0, "eval_every": 100, "test_size": 1000, "seed": 0,
+    "dtype": "float32", "forget_bias": 1.0,
+}
+
+# float64: at T = 200 a vanishing gradient underflows float32 to exactly zero
+GRADFLOW_DEFAULTS = {"task": "adding", "seq_len": 200, "hidden_size": 64, "batch_size": 50, "lr": 3e-3,
+                     "steps": 1000, "seed": 0, "dtype": "float64", "forget_bias": 1.0}
 
 COPY_SYMBOLS, COPY_LENGTH = 8, 10  # categories 1..8 to remember, 10 of them
 BLANK, DELIMITER = 0, 9
@@ -201,3 +223,110 @@ def gradient_flow(config: dict, should_stop=lambda: False) -> dict:
     run.model.zero_grad()
     norms["trained"] = hidden_state_gradients(run.model, run.task, x, y)
     return norms
+
+# --------------------------------------------------------------------------- the subcommands
+def cmd_experiment(args) -> int:
+    """Train one cell on the adding or copy task and compare its test loss with the baseline."""
+    config, _ = resolve_config(args, EXPERIMENT_DEFAULTS)
+    config["task"] = args.task
+    _check_seq_len(args.task, config["seq_len"])
+    out = prepare_out_dir(Path(args.out or f"runs/{args.task}-{config['cell']}-T{config['seq_len']}"), fresh=False)
+    run = TaskRun(config)
+    task = run.task
+    write_json(out / "config.json", config)
+    say(f"{task.name} task, T = {config['seq_len']}, {config['cell'].upper()} with {config['hidden_size']} hidden "
+        f"units; baseline {task.metric} {task.baseline:.4f}; output in {out}")
+    metrics = MetricsFile(out / "metrics.csv", ["step", "train_loss", "test_loss", "baseline", "elapsed_sec"])
+    loop = TrainingLoop(Budget(config["steps"], config["minutes"]), config["eval_every"], task.name,
+                        total=config["steps"])
+    test = run.test_loss()
+    metrics.append(step=0, train_loss=None, test_loss=test, baseline=task.baseline, elapsed_sec=0.0)
+
+    def report(final: bool):
+        """The test loss, a metrics row and (except at the end) a progress line."""
+        nonlocal test
+        test, train = run.test_loss(), loop.window_loss()
+        metrics.append(step=run.step, train_loss=train, test_loss=test, baseline=task.baseline,
+                       elapsed_sec=loop.elapsed)
+        if not final:
+            say(f"step {run.step:>6} | train {train:.4f} | test {test:.4f} "
+                f"(baseline {task.baseline:.4f}) | {duration(loop.elapsed)}")
+
+    interrupted = loop.run(run.train_step, report)
+    rows = metrics.read()
+    plot_curves(out / "loss.png", {
+        f"{config['cell']} test": ([int(r["step"]) for r in rows], [float(r["test_loss"]) for r in rows]),
+        "baseline": ([int(rows[0]["step"]), int(rows[-1]["step"])], [task.baseline] * 2),
+    }, "step", f"test {task.metric}", f"{task.name} task, T = {config['seq_len']}", log_y=True)
+    say(f"{config['cell'].upper()} on the {task.name} task (T = {config['seq_len']}) after {run.step} steps "
+        f"({duration(loop.elapsed)}): test {task.metric} {test:.4f} = {test / task.baseline:.3f} x the baseline "
+        f"{task.baseline:.4f} of {task.baseline_strategy}")
+    write_json(out / "results.json", {"task": task.name, "cell": config["cell"], "seq_len": config["seq_len"],
+                                      "steps": run.step, "train_seconds": round(loop.elapsed, 1), "test_loss": test,
+                                      "baseline": task.baseline})
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _check_seq_len(task: str, seq_len: int):
+    shortest = TASKS[task].min_seq_len
+    if seq_len < shortest:
+        raise CommandError(f"the {task} task needs --seq-len >= {shortest}, got {seq_len}")
+
+
+def cmd_gradflow(args) -> int:
+    """|dL/dh_t| against t for RNN, LSTM and GRU, at initialization and after some training."""
+    config, _ = resolve_config(args, GRADFLOW_DEFAULTS)
+    config["cells"] = args.cells or ["rnn", "lstm", "gru"]
+    _check_seq_len(config["task"], config["seq_len"])
+    out = prepare_out_dir(Path(args.out or f"runs/gradflow-{config['task']}-T{config['seq_len']}"), fresh=False)
+    write_json(out / "config.json", config)
+    rows, series = [], {}
+    colors = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+    say(f"gradient of the loss with respect to each hidden state h_t, {config['task']} task, T = {config['seq_len']}")
+    with StopOnInterrupt() as stop:
+        for cell in config["cells"]:
+            norms = gradient_flow(dict(config, cell=cell), should_stop=lambda: stop.requested)
+            for phase, values in norms.items():
+                rows += [(cell, phase, t, v) for t, v in enumerate(values)]
+                style = {"color": colors[cell], "linestyle": "--" if phase == "initialization" else "-"}
+                series[f"{cell} ({phase})"] = (np.arange(len(values)), np.where(values > 0, values, np.nan), style)
+                ratio = values[0] / values[-1] if values[-1] > 0 else float("nan")
+                say(f"{cell.upper():>4} {phase:<13} |dL/dh_0| / |dL/dh_T| = {ratio:.3g} "
+                    f"(|dL/dh_0| = {values[0]:.3g}, |dL/dh_T| = {values[-1]:.3g})")
+            if stop.requested:
+                break
+    with (out / "gradflow.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["cell", "phase", "t", "grad_norm"])
+        writer.writerows((c, p, t, f"{v:.6g}") for c, p, t, v in rows)
+    plotted = plot_curves(out / "gradflow.png", series, "time step t", "|dL/dh_t|",
+                          f"gradient flow, {config['task']} task, T = {config['seq_len']}", log_y=True)
+    say(f"wrote {out / 'gradflow.csv'}" + (f" and {out / 'gradflow.png'}" if plotted else ""))
+    return EXIT_INTERRUPTED if stop.requested else 0
+
+
+def add_commands(commands) -> None:
+    """Register ``experiment`` and ``gradflow`` on the command's subparsers."""
+    p = commands.add_parser("experiment", help="the adding or copy-memory task")
+    p.add_argument("task", choices=sorted(TASKS))
+    add_common_options(p)
+    p.add_argument("--seq-len", type=positive_int, help="T: the distance to remember (default 100)")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adam")
+    p.add_argument("--clip", type=nonnegative_float, help="clip the global gradient norm (0: off; default 1)")
+    p.add_argument("--steps", type=positive_int, help="training steps")
+    p.add_argument("--minutes", type=positive_float, help="training time (default 10)")
+    p.add_argument("--eval-every", type=positive_int, help="test every N steps (default 100)")
+    p.add_argument("--test-size", type=positive_int, help="test sequences (default 1000)")
+    p.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (default 1, as Keras)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/TASK-CELL-TT)")
+    p.set_defaults(handler=cmd_experiment)
+
+    p = commands.add_parser("gradflow", help="|dL/dh_t| against t for RNN, LSTM and GRU")
+    p.add_argument("--task", choices=sorted(TASKS), help="default adding")
+    p.add_argument("--cells", type=cell_list, help="comma-separated cells (default rnn,lstm,gru)")
+    add_common_options(p, cell=False, dtype="float64")
+    p.add_argument("--seq-len", type=positive_int, help="T (default 200)")
+    p.add_argument("--steps", type=nonnegative_int, help="training steps before the second measurement (default 1000)")
+    p.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (default 1, as Keras)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/gradflow-TASK-TT)")
+    p.set_defaults(handler=cmd_gradflow)

@@ -1,0 +1,266 @@
+"""What every ``minigrad-rnn`` run shares: its output folder and files, checkpoints, the budget,
+Ctrl-C, progress, and the one training loop that the char-LM, the tagger and the experiments use.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+import minigrad as mg
+
+from .errors import CommandError, DataError
+
+PROG = "minigrad-rnn"
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def text_digest(text: str) -> str:
+    """SHA-256 of the text, so a resumed run can tell that its data changed."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- files of a run
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically (a temporary file, then a rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def prepare_out_dir(out: Path, fresh: bool = True) -> Path:
+    """Create the output folder; a fresh run refuses a folder that already holds a checkpoint."""
+    if fresh and (out / "checkpoint.npz").exists():
+        raise CommandError(f"{out} already holds a run (checkpoint.npz); continue it with --resume {out} "
+                           "or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CommandError(f"cannot write to output folder {out}: {e.strerror or e}") from None
+    return out
+
+
+class MetricsFile:
+    """A CSV file with a header, appended one row at a time (and flushed, so it survives a crash)."""
+
+    def __init__(self, path: Path, columns: list[str], keep_until_step: int | None = None):
+        self.path, self.columns = path, columns
+        rows = []
+        if keep_until_step is not None and path.exists():  # resuming: drop rows after the checkpoint
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until_step]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def append(self, **row):
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.columns).writerow({k: _fmt(v) for k, v in row.items()})
+
+    def read(self) -> list[dict]:
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+
+def _fmt(value):
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def plot_curves(path: Path, series: dict, xlabel: str, ylabel: str, title: str, log_y: bool = False) -> bool:
+    """Save a line plot of ``{label: (xs, ys)}`` or ``{label: (xs, ys, style)}`` (matplotlib keyword
+    arguments) as PNG; False if matplotlib is not installed."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    fig = Figure(figsize=(7, 4.5), tight_layout=True)  # no pyplot: no global state, no display needed
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, (xs, ys, *style) in series.items():
+        ax.plot(xs, ys, label=label, **{"marker": "." if len(xs) < 30 else None, **(style[0] if style else {})})
+    if log_y:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def load_checkpoint(path: str | Path, check) -> tuple[dict, Path]:
+    """Load ``DIR/checkpoint.npz`` (or a checkpoint file) and check its kind with ``check``."""
+    path = Path(path)
+    file = path / "checkpoint.npz" if path.is_dir() else path
+    try:
+        checkpoint = mg.load(file)
+    except FileNotFoundError:
+        raise CommandError(f"no checkpoint found at {file}") from None
+    except IsADirectoryError:
+        raise CommandError(f"{file} is a directory, not a checkpoint") from None
+    return check(checkpoint, str(file)), file
+
+
+def check_checkpoint_header(checkpoint, where: str, kind: str, version: int, description: str) -> dict:
+    """``checkpoint`` if it is a dict of this ``kind`` and ``version`` (as ``minigrad.load`` gave it),
+    else a one-line DataError naming ``where`` (the file) and what it holds instead."""
+    if not isinstance(checkpoint, dict) or checkpoint.get("kind") != kind:
+        raise DataError(f"{where} is not a minigrad-rnn {description} checkpoint")
+    if checkpoint.get("version") != version:
+        raise DataError(f"{where} has checkpoint version {checkpoint.get('version')!r}; "
+                        f"this minigrad-rnn reads version {version}")
+    return checkpoint
+
+
+# --------------------------------------------------------------------------- the loop
+class StopOnInterrupt:
+    """The first Ctrl-C asks the loop to stop after the current step (so the state saved is
+    consistent); a second one interrupts at once."""
+
+    def __enter__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def progress_bar(total, initial, desc, unit="step"):
+    """A tqdm bar on stderr, shown only on a terminal (logs stay clean)."""
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, disable=None,
+                file=sys.stderr)
+
+
+def say(text: str = "") -> None:
+    """Print a line to stdout without breaking a progress bar."""
+    tqdm.write(text, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def resolve_config(args, defaults: dict, count: str = "steps") -> tuple[dict, dict]:
+    """(config, given): the defaults overridden by the options given on the command line.
+
+    Of the two budgets, ``count`` (steps or epochs) and minutes, giving only one drops the other's default.
+    """
+    given = {k: v for k, v in vars(args).items() if k in defaults and v is not None}
+    config = {**defaults, **given}
+    if count in given and "minutes" not in given:
+        config["minutes"] = None
+    if "minutes" in given and count not in given:
+        config[count] = None
+    return config, given
+
+
+class Budget:
+    """Stop after ``steps`` steps in all or ``minutes`` of this session, whichever comes first."""
+
+    def __init__(self, steps: int | None, minutes: float | None):
+        self.steps = steps
+        self.deadline = None if minutes is None else time.monotonic() + 60 * minutes
+
+    def done(self, step: int) -> bool:
+        return (self.steps is not None and step >= self.steps) or \
+            (self.deadline is not None and time.monotonic() >= self.deadline)
+
+
+class TrainingLoop:
+    """The training loop of every subcommand: budget, Ctrl-C, progress bar, reports, divergence check.
+
+    ``run(train_step, report)`` calls ``train_step()`` (one step, or one epoch, returning its
+    mean loss) until the budget is spent or Ctrl-C is pressed (the step under way finishes,
+    so what is saved is consistent; a second Ctrl-C interrupts at once).  Every ``every``
+    steps, and once more at the end if steps ran since, it calls ``report(final)``, which
+    validates, logs and checkpoints as the task needs; ``window_loss()`` and
+    ``window_rate()`` describe the steps since the last report.  A non-finite loss ends the
+    run with a CommandError before anything is reported, so no diverged state is saved.
+
+    Attributes: ``step`` (steps done in all, resumed ones included), ``elapsed`` (training
+    seconds in all, reports excluded) and, after ``run``, ``interrupted``.
+    """
+
+    def __init__(self, budget: Budget, every: int, desc: str, *, step: int = 0, elapsed: float = 0.0,
+                 total: int | None = None, unit: str = "step"):
+        self.budget, self.every, self.desc, self.total, self.unit = budget, every, desc, total, unit
+        self.step, self.elapsed, self.interrupted = step, elapsed, False
+        self._stop = None
+        self._reset_window()
+
+    def _reset_window(self):
+        self.window_steps, self.window_sum, self.window_seconds = 0, 0.0, 0.0
+
+    def window_loss(self) -> float | None:
+        """The mean loss of the steps since the last report (None if there were none)."""
+        return self.window_sum / self.window_steps if self.window_steps else None
+
+    def window_rate(self, per_step: float = 1.0) -> float | None:
+        """``per_step`` units (e.g. characters) per second over the steps since the last report."""
+        return self.window_steps * per_step / self.window_seconds if self.window_seconds else None
+
+    def should_stop(self) -> bool:
+        """Whether the budget is spent or Ctrl-C was pressed (for a step that can stop part-way)."""
+        return self.budget.done(self.step) or (self._stop is not None and self._stop.requested)
+
+    def run(self, train_step, report, after_step=None, postfix=None) -> bool:
+        """Train; returns whether Ctrl-C ended the run.
+
+        ``after_step(step)`` runs after every step (e.g. to show a sample); ``postfix(loss,
+        seconds)`` gives the progress bar's figures for a step (default: the loss).
+        """
+        last_report = self.step
+        with StopOnInterrupt() as self._stop, progress_bar(self.total, self.step, self.desc, self.unit) as bar:
+            while not self.should_stop():
+                start = time.perf_counter()
+                loss = train_step()
+                seconds = time.perf_counter() - start
+                self.step += 1
+                self.elapsed += seconds
+                self.window_steps, self.window_sum = self.window_steps + 1, self.window_sum + loss
+                self.window_seconds += seconds
+                bar.update()
+                bar.set_postfix(postfix(loss, seconds) if postfix else {"loss": f"{loss:.4f}"}, refresh=False)
+                if not math.isfinite(loss):
+                    raise CommandError(f"the loss diverged to {loss} at {self.unit} {self.step}; "
+                                       "try a smaller --lr or --clip (the last checkpoint is intact)")
+                if after_step is not None:
+                    after_step(self.step)
+                if self.step % self.every == 0:
+                    report(final=False)
+                    self._reset_window()
+                    last_report = self.step
+            self.interrupted = self._stop.requested
+        if self.step != last_report:
+            report(final=True)
+            self._reset_window()
+        self._stop = None
+        return self.interrupted
