@@ -5,13 +5,14 @@
     y = (x * x).sum()
     y.backward()          # x.grad == [2., 4.]
 
-Layout: ``tensor`` (the Tensor and creation helpers), ``autograd`` (the tape,
-reverse mode, grad modes), ``ops`` (every primitive beside its VJP rule),
-``functional`` (``linear`` and losses built from ops), ``nn``, ``optim``, ``serialization``,
-``memory`` (keeping freed memory between training steps),
-and ``testing`` (gradcheck and Hypothesis strategies; imported on demand).
+Layout: ``ops`` (the op table: every primitive's NumPy forward beside its VJP rules),
+``extend`` (``primitive``/``defvjp``: how the table is declared, and how users add ops),
+``autograd`` (the tape, per-thread grad modes, reverse mode and ``grad``), ``tensor`` (the
+Tensor and creation helpers), ``functional`` (``linear`` and losses built from ops), ``nn``,
+``optim``, ``serialization``, ``memory`` (keeping freed memory between training steps), and
+``testing`` (gradcheck and Hypothesis strategies; imported on demand).
 """
-from . import ops  # noqa: F401  (binds the operators and methods onto Tensor)
+from . import extend, ops  # noqa: F401  (ops binds the operators and methods onto Tensor)
 from .autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad, tape
 from .memory import retain_freed_memory
 from .ops import (

@@ -1,6 +1,6 @@
 """``python -m minigrad_rnn``: the same as the ``minigrad-rnn`` command."""
 import sys
 
-from .app.cli import main
+from .app import main
 
 sys.exit(main())

@@ -1,5 +1,7 @@
 """Bad input to `minigrad-rnn`: one line "minigrad-rnn: error: ..." on stderr, a non-zero exit,
 no traceback, and no earlier checkpoint damaged."""
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,19 @@ def test_resume_with_bad_options_keeps_the_checkpoint(capsys, trained):
     fails(capsys, ["train", "--resume", trained, "--cell", "gru"], 1)
     fails(capsys, ["train", "--resume", trained, "--out", trained.parent / "elsewhere"], 1)
     assert (trained / "checkpoint.npz").read_bytes() == before
+
+
+def test_the_library_imports_none_of_the_commands_packages():
+    code = ("import sys, minigrad_rnn, minigrad_rnn.examples; "
+            "print(sorted(m for m in ('argparse', 'tqdm', 'matplotlib', 'threadpoolctl') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_missing_app_extra_is_one_line_naming_the_install():
+    code = ("import sys; sys.modules['tqdm'] = None; from minigrad_rnn.app import main; "
+            "sys.exit(main(['--version']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == "minigrad-rnn: error: the command needs tqdm: pip install 'minigrad[app]'\n"
