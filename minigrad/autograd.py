@@ -7,9 +7,10 @@ differentiate it.  Following ``_entry.inputs`` from a tensor walks the tape
 backwards; sorting those entries gives the Wengert list that produced it (:func:`tape`).
 
 Reverse mode walks that list from the outputs to the leaves.  Each tensor on the way
-has one :class:`_Cotangent` that sums the terms arriving from the ops that used it;
-when the walk reaches the tensor its sum is complete, and each input of the op that
-made it gets a term: the op's vector-Jacobian product (VJP) rule applied to the sum.
+has one cotangent that sums the terms arriving from the ops that used it (a Tensor while
+there is one term, a :class:`_Cotangent` from the second on); when the walk reaches the
+tensor its sum is complete, and each input of the op that made it gets a term: the op's
+vector-Jacobian product (VJP) rule applied to the sum.
 VJP rules are written with minigrad ops, so with ``create_graph=True`` the backward
 pass is itself recorded and can be differentiated again (Hessian-vector products).
 
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _kernels
 
 
 
@@ -291,21 +291,23 @@ def _on_path(order: list, targets) -> set:
 class _Cotangent:
     """The cotangent of one tensor, summed as its terms arrive during the sweep.
 
-    A term is a Tensor (what a VJP rule returns) or, when no graph is being built, a
-    lazy term an op's ``lazy_vjp`` returns: a :class:`SliceTerm` is added straight into
-    a dense buffer of ours (backprop through ``x[t]`` for every step t costs O(slice),
-    not a full-size scatter), and an :class:`OuterTerm` ``left.T @ right`` is kept as its
-    factors and all of them are summed in ONE matmul over their stacked rows (a weight
-    used at every time step gets its gradient as hand-written BPTT computes it).
+    A term is a Tensor (what a VJP rule returns) or, when no graph is being built, what an
+    op's ``lazy_vjp`` adds itself: a slice cotangent is added straight into a dense buffer
+    of ours (:meth:`buffer`: backprop through ``x[t]`` for every step t costs O(slice), not
+    a full-size scatter), and a term ``left.T @ right`` is kept as its factors
+    (:meth:`add_outer`) and all of them are summed in ONE matmul over their stacked rows (a
+    weight used at every time step gets its gradient as hand-written BPTT computes it).
     """
 
     __slots__ = ("like", "dense", "owned", "lefts", "rights", "outer_size")
 
-    def __init__(self, like, first=None):
+    def __init__(self, like, first=None, second=None, create_graph: bool = False):
         self.like = like  # the tensor whose cotangent this is: its shape and dtype
         self.dense = first  # Tensor: the sum of the dense terms so far
         self.owned = False  # whether ``dense`` is a buffer of ours, to add into in place
         self.lefts = None  # the factors of deferred outer terms, if any
+        if second is not None:
+            self.add(second, create_graph)
 
     def add(self, g, create_graph: bool):
         if self.dense is None:
@@ -327,6 +329,7 @@ class _Cotangent:
         return self.dense._data
 
     def add_outer(self, left: np.ndarray, right: np.ndarray):
+        """Add the term ``left.T @ right``, kept as its factors until :meth:`total`."""
         if self.lefts is None:
             self.lefts, self.rights, self.outer_size = [], [], 0
         self.lefts.append(left)
@@ -357,41 +360,18 @@ class _Cotangent:
 _OUTER_BUDGET = 1 << 22
 
 
-class SliceTerm:
-    """A lazy cotangent term: ``values`` added at ``index`` of an otherwise zero array (HIPS autograd's ``SparseObject``)."""
-
-    __slots__ = ("values", "index", "basic")
-
-    def __init__(self, values: np.ndarray, index, basic: bool):
-        self.values, self.index, self.basic = values, index, basic
-
-    def add_to(self, cotangent: _Cotangent):
-        _kernels.add_at(cotangent.buffer(), self.values, self.index, self.basic)
-
-
-class OuterTerm:
-    """A lazy cotangent term ``left.T @ right`` (a matrix input's VJP summed over rows), kept as its factors."""
-
-    __slots__ = ("left", "right")
-
-    def __init__(self, left: np.ndarray, right: np.ndarray):
-        self.left, self.right = left, right
-
-    def add_to(self, cotangent: _Cotangent):
-        cotangent.add_outer(self.left, self.right)
-
-
-def _add_term(cotangents: dict, x, g, create_graph: bool) -> _Cotangent:
-    """Add the dense term ``g`` (or nothing, if None) to the cotangent of ``x``; returns its sum.
+def _add_term(cotangents: dict, x, g, create_graph: bool):
+    """Add the dense term ``g`` to the cotangent of ``x``.
 
     ``cotangents[x]`` is a Tensor while ``x`` has one term, a :class:`_Cotangent` from the second on.
     """
     total = cotangents.get(x)
-    if type(total) is not _Cotangent:
-        total = cotangents[x] = _Cotangent(x, total)
-    if g is not None:
+    if total is None:
+        cotangents[x] = g
+    elif type(total) is _Cotangent:
         total.add(g, create_graph)
-    return total
+    else:
+        cotangents[x] = _Cotangent(x, total, g, create_graph)
 
 
 def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs=None):
@@ -422,7 +402,7 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
         for t in reversed(order):
             g = cotangents.pop(t, None)
             if type(g) is _Cotangent:
-                g = g.total()
+                g = g.dense if g.lefts is None else g.total()
             if g is None:
                 continue
             if t._hooks:
@@ -446,11 +426,14 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
                 if not x.requires_grad or (on_path is not None and x not in on_path):
                     continue
                 if lazy and op.lazy_vjp is not None:
-                    term = op.lazy_vjp(i, g, t, *xs, **params)
-                    if term is not None:
-                        term.add_to(_add_term(cotangents, x, None, False))
+                    total = cotangents.get(x)
+                    if type(total) is not _Cotangent:
+                        total = cotangents[x] = _Cotangent(x, total)
+                    if op.lazy_vjp(total, i, g, t, *xs, **params):
                         continue
-                gx = op.vjp(i, g, t, xs, params)
+                gx = op.vjps[i](g, t, *xs, **params)  # as Op.vjp, inlined: the hot path
+                if gx._data.dtype is not x._data.dtype and gx._data.dtype != x._data.dtype:
+                    gx = gx.astype(x._data.dtype)  # e.g. the float32 input of a float64 op
                 if anomaly:
                     check_finite(gx._data, f"backward (cotangent of input {i})", op.name, entry.created_at)
                 if x in cotangents:

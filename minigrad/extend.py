@@ -40,32 +40,34 @@ class Op:
     Attributes:
         name: how the tape and error messages name the op.
         forward: ``forward(*arrays, **params) -> np.ndarray``.
-        rules: ``rules[i](g, ans, *inputs, **params)``, the VJP of input ``i`` (None: not differentiable).
-        argnum_rule: instead of ``rules``, one ``rule(i, g, ans, inputs, **params)`` for any
-            number of inputs (HIPS autograd's ``defvjp_argnum``; used by ``concatenate``).
+        rules: ``rules[i](g, ans, *inputs, **params)``, the VJP of input ``i`` as declared (None:
+            not differentiable), or ``argnum_rule(i, g, ans, inputs, **params)`` for any number
+            of inputs (HIPS autograd's ``defvjp_argnum``; used by ``concatenate``).
+        vjps: what reverse mode calls for input ``i``, ``vjps[i](g, ans, *inputs, **params)``:
+            the rule wrapped in a check of its result's type, shape and dtype (a clear error
+            naming the op and the input; a ``broadcasts`` op's cotangent is summed back), or
+            for the built-in ops, whose rules the gradient tests cover, the rule itself (:func:`trust`).
         broadcasts: the op broadcasts its inputs as NumPy does, so a rule may return a
             cotangent of the output's shape and it is summed back to the input's (``sum_to``).
-        trusted_shapes: skip the check that each rule returns its input's shape (the dtype is
-            always checked).  Only ``ops.py`` sets it, for built-in ops that do not broadcast,
-            whose rules the gradient tests cover; every user op is checked.
-        lazy_vjp: optional ``lazy_vjp(i, g, ans, *inputs, **params)`` returning a lazy term
-            (``autograd.SliceTerm`` or ``autograd.OuterTerm``) or None; reverse mode uses it
-            when no graph is built, to skip full-size temporaries (see ``autograd._Cotangent``).
+        lazy_vjp: optional ``lazy_vjp(total, i, g, ans, *inputs, **params) -> bool``: add the
+            cotangent of input ``i`` into ``total`` (an ``autograd._Cotangent``: a dense buffer,
+            or deferred ``left.T @ right`` factors) and return True, or return False to use the
+            rule.  Reverse mode calls it when no graph is built, to skip full-size temporaries.
     """
 
-    __slots__ = ("name", "forward", "rules", "argnum_rule", "broadcasts", "lazy_vjp", "max_inputs", "trusted_shapes")
+    __slots__ = ("name", "forward", "rules", "argnum_rule", "vjps", "broadcasts", "lazy_vjp", "max_inputs",
+                 "trusted")
 
     def __init__(self, forward, name: str | None = None, broadcasts: bool = False):
         if not callable(forward):
             raise TypeError(f"primitive: forward must be a function of NumPy arrays; got {type(forward).__name__}")
         self.name = name or getattr(forward, "__name__", None) or "op"
         self.forward = forward
-        self.rules = ()
-        self.argnum_rule = None
+        self.rules, self.argnum_rule, self.vjps = (), None, ()
         self.broadcasts = broadcasts
         self.lazy_vjp = None
         self.max_inputs = _max_positional(forward)
-        self.trusted_shapes = False
+        self.trusted = False
 
     def __repr__(self):
         return f"Op({self.name})"
@@ -76,6 +78,8 @@ class Op:
         if len(self.rules) > len(tensors):
             raise ValueError(
                 f"{self.name}: has VJP rules for {len(self.rules)} inputs but was called with {len(tensors)}")
+        if len(self.vjps) < len(tensors) and self.argnum_rule is None:  # inputs without rules
+            self.vjps += tuple(self._wrap(i, None) for i in range(len(self.vjps), len(tensors)))
         data = self.forward(*(t._data for t in tensors), **params)
         if type(data) is not np.ndarray:
             if not isinstance(data, np.generic):
@@ -88,23 +92,30 @@ class Op:
         return Tensor._from_op(self, data, tensors, params)
 
     def vjp(self, i: int, g: Tensor, ans: Tensor, inputs: tuple, params: dict) -> Tensor:
-        """The cotangent of input ``i``, checked to have its shape (unbroadcast if the op broadcasts) and dtype."""
+        """The cotangent of input ``i``, as reverse mode computes it (in the input's dtype)."""
+        gx = self.vjps[i](g, ans, *inputs, **params)
+        dtype = inputs[i]._data.dtype
+        return gx if gx._data.dtype is dtype or gx._data.dtype == dtype else gx.astype(dtype)
+
+    def _wrap(self, i: int, rule):
+        """The function ``vjps[i]`` for a declared ``rule``: checked, unbroadcast, or as it is."""
+        if rule is None:
+            def missing(g, ans, *inputs, **params):
+                raise RuntimeError(f"{self.name}: input {i} requires grad but the op has no VJP rule for it "
+                                   "(give one with minigrad.extend.defvjp)")
+            return missing
+        if self.trusted:
+            return rule
+
+        def checked(g, ans, *inputs, **params):
+            return self._conform(rule(g, ans, *inputs, **params), inputs[i]._data, i)
+        return checked
+
+    def _build_vjps(self):
         if self.argnum_rule is not None:
-            gx = self.argnum_rule(i, g, ans, inputs, **params)
+            self.vjps = _ArgnumVJPs(self)
         else:
-            try:
-                rule = self.rules[i]
-            except IndexError:
-                rule = None
-            if rule is None:
-                raise RuntimeError(
-                    f"{self.name}: input {i} requires grad but the op has no VJP rule for it "
-                    f"(give one with minigrad.extend.defvjp)")
-            gx = rule(g, ans, *inputs, **params)
-        x = inputs[i]._data
-        if type(gx) is Tensor and gx._data.dtype is x.dtype and (self.trusted_shapes or gx._data.shape == x.shape):
-            return gx  # the common case (a shape costs a tuple per read: trusted rules skip that)
-        return self._conform(gx, x, i)
+            self.vjps = tuple(self._wrap(i, rule) for i, rule in enumerate(self.rules))
 
     def _conform(self, gx, x: np.ndarray, i: int) -> Tensor:
         """A rule's result as a Tensor of the input's shape and dtype, or a clear error."""
@@ -124,14 +135,47 @@ class Op:
         if self.broadcasts:
             try:
                 if np.broadcast_shapes(x.shape, gx._data.shape) == gx._data.shape:
-                    from .ops import sum_to  # ops.py builds on this module
-
-                    return sum_to(gx, x.shape)
+                    return _sum_to(gx, x.shape)
             except ValueError:
                 pass
         raise ValueError(
             f"{self.name}: the VJP rule of input {i} returned shape {gx._data.shape}; expected the input's "
             f"shape {x.shape}" + ("" if self.broadcasts else " (sum a broadcast cotangent back with minigrad.sum_to)"))
+
+
+class _ArgnumVJPs:
+    """``vjps`` of an op with one rule for any input: ``vjps[i]`` calls ``argnum_rule(i, ...)``."""
+
+    def __init__(self, op: Op):
+        self.op = op
+
+    def __getitem__(self, i: int):
+        op = self.op
+
+        def argnum_vjp(g, ans, *inputs, **params):
+            gx = op.argnum_rule(i, g, ans, inputs, **params)
+            return gx if op.trusted else op._conform(gx, inputs[i]._data, i)
+        return argnum_vjp
+
+    def __len__(self):
+        return 0
+
+
+def _sum_to(g: Tensor, shape) -> Tensor:
+    from .ops import sum_to  # ops.py builds on this module
+
+    return sum_to(g, shape)
+
+
+def trust(op: Op) -> Op:
+    """Call the rules of ``op`` unchecked (for the built-in ops, whose rules the gradient tests cover).
+
+    A trusted op's rules must return a Tensor of their input's shape (a broadcasting op's rules
+    sum back themselves); reverse mode still casts the dtype to the input's.  Returns ``op``.
+    """
+    op.trusted = True
+    op._build_vjps()
+    return op
 
 
 def _max_positional(forward) -> int | None:
@@ -196,6 +240,7 @@ def defvjp(op: Op, *rules) -> Op:
             f"defvjp: {len(rules)} rules given, but the forward of {op.name} takes {op.max_inputs} inputs "
             f"(valid input indices are 0 to {op.max_inputs - 1})")
     op.rules = rules
+    op._build_vjps()
     return op
 
 
@@ -207,4 +252,5 @@ def defvjp_argnum(op: Op, rule) -> Op:
     if not isinstance(op, Op) or not callable(rule):
         raise TypeError("defvjp_argnum: expected an Op made by minigrad.extend.primitive and a function")
     op.argnum_rule = rule
+    op._build_vjps()
     return op

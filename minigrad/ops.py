@@ -7,9 +7,9 @@ in the style of HIPS autograd's ``numpy_vjps.py`` and PyTorch's ``derivatives.ya
 
 A rule ``rule(g, ans, *inputs, **params)`` maps the cotangent ``g`` of the output ``ans`` to
 the cotangent of one input.  Rules are written with the ops of this module, so the backward
-pass can itself be recorded and differentiated (``create_graph=True``).  Broadcasting ops
-are declared ``broadcasts=True``: their rules return cotangents of the output's shape and
-``Op.vjp`` sums them back to each input's (:func:`sum_to`, HIPS autograd's ``unbroadcast``).
+pass can itself be recorded and differentiated (``create_graph=True``).  The rules of the
+elementwise binary ops return cotangents of the output's shape and :func:`binary` sums them
+back to each input's (:func:`sum_to`, HIPS autograd's ``unbroadcast``).
 
 Every tape entry ``(op, inputs, params)`` re-runs as ``op.forward(*arrays, **params)``.
 Ops that are compositions of other ops (``mean``, ``var``, ``stack``, ``split``, ...) need
@@ -24,8 +24,7 @@ import numbers
 import numpy as np
 
 from . import _kernels as K
-from .autograd import OuterTerm, SliceTerm
-from .extend import Op, defvjp, defvjp_argnum, primitive
+from .extend import Op, defvjp, defvjp_argnum, primitive, trust
 from .tensor import Tensor, as_operand
 
 _const = Tensor._from_array  # a constant tensor around an array
@@ -61,9 +60,20 @@ def _public(fn, op, doc: str):
 
 
 def binary(name: str, forward, rule_x, rule_y, doc: str):
-    """Declare a broadcasting elementwise op of two inputs; returns its public function (the Op as ``.op``)."""
-    op = defvjp(primitive(forward, name, broadcasts=True), rule_x, rule_y)
+    """Declare a broadcasting elementwise op of two inputs; returns its public function (the Op as ``.op``).
+
+    The rules return cotangents of the output's shape; this sums them back to each input's.
+    """
+    op = defvjp(primitive(forward, name, broadcasts=True), _unbroadcasting(rule_x, 0), _unbroadcasting(rule_y, 1))
     return _public(lambda x, y: _binary(op, x, y), op, doc)
+
+
+def _unbroadcasting(rule, i: int):
+    """``rule`` with its result summed back to the shape of input ``i`` (HIPS autograd's ``unbroadcast_f``)."""
+    def unbroadcast(g, ans, x, y):
+        gx, shape = rule(g, ans, x, y), (y if i else x)._data.shape
+        return gx if gx._data.shape == shape else sum_to(gx, shape)
+    return unbroadcast
 
 
 def unary(name: str, forward, rule, doc: str):
@@ -123,8 +133,8 @@ sigmoid_backward = binary("sigmoid_backward", K.sigmoid_backward,
 CLIP = defvjp(primitive(lambda x, min, max: np.clip(x, min, max), "clip"),  # noqa: A002
               lambda g, ans, x, min, max: where(K.inside(x._data, min, max), g, 0))  # noqa: A002
 WHERE = defvjp(primitive(lambda x, y, condition: np.where(condition, x, y), "where", broadcasts=True),
-               lambda g, ans, x, y, condition: where(condition, g, 0),
-               lambda g, ans, x, y, condition: where(condition, 0, g))
+               lambda g, ans, x, y, condition: sum_to(where(condition, g, 0), x._data.shape),
+               lambda g, ans, x, y, condition: sum_to(where(condition, 0, g), y._data.shape))
 
 
 def clip(x, min=None, max=None) -> Tensor:  # noqa: A002 - NumPy/PyTorch argument names
@@ -189,26 +199,36 @@ def _matmul_vjp_y(g, ans, x, y):
     if y.ndim == 2 and x.ndim > 2:  # fold the batch into rows: one matmul, no (batch, n, m) temporary
         rows = math.prod(x.shape[:-1])  # not -1: ambiguous when a dimension is 0
         return _mT(reshape(x, (rows, x.shape[-1]))) @ reshape(g, (rows, g.shape[-1]))
-    return _mT(x) @ g
+    return sum_to(_mT(x) @ g, y._data.shape)
 
 
-def _matmul_outer_y(i, g, ans, x, y):
-    """The VJP of a matrix ``y`` as a lazy term x.T @ g over all rows, which reverse mode may defer."""
+def _matmul_lazy_y(total, i, g, ans, x, y) -> bool:
+    """Add the VJP of a matrix ``y``, x.T @ g over all rows, to ``total`` as factors (summed later in one matmul)."""
     if i != 1 or y._data.ndim != 2:
-        return None
+        return False
     if x._data.ndim == 2:
-        return OuterTerm(x._data, g._data)
-    rows = math.prod(x.shape[:-1])  # not -1: ambiguous when a dimension is 0
-    return OuterTerm(x._data.reshape(rows, x.shape[-1]), g._data.reshape(rows, g.shape[-1]))
+        total.add_outer(x._data, g._data)
+    else:
+        rows = math.prod(x.shape[:-1])  # not -1: ambiguous when a dimension is 0
+        total.add_outer(x._data.reshape(rows, x.shape[-1]), g._data.reshape(rows, g.shape[-1]))
+    return True
 
 
-MATMUL = defvjp(primitive(np.matmul, "matmul", broadcasts=True), lambda g, ans, x, y: g @ _mT(y), _matmul_vjp_y)
-MATMUL.lazy_vjp = _matmul_outer_y
+def _addmm_lazy(total, i, g, ans, input, mat1, mat2) -> bool:  # noqa: A002
+    if i != 2:
+        return False
+    total.add_outer(mat1._data, g._data)
+    return True
+
+
+MATMUL = defvjp(primitive(np.matmul, "matmul", broadcasts=True),
+                lambda g, ans, x, y: sum_to(g @ _mT(y), x._data.shape), _matmul_vjp_y)
+MATMUL.lazy_vjp = _matmul_lazy_y
 ADDMM = defvjp(primitive(K.addmm, "addmm", broadcasts=True),
-               lambda g, ans, input, mat1, mat2: g,  # noqa: A002
+               lambda g, ans, input, mat1, mat2: sum_to(g, input._data.shape),  # noqa: A002
                lambda g, ans, input, mat1, mat2: g @ _mT(mat2),  # noqa: A002
                lambda g, ans, input, mat1, mat2: _mT(mat1) @ g)  # noqa: A002
-ADDMM.lazy_vjp = lambda i, g, ans, input, mat1, mat2: OuterTerm(mat1._data, g._data) if i == 2 else None  # noqa: A002
+ADDMM.lazy_vjp = _addmm_lazy
 
 
 def matmul(x, y) -> Tensor:
@@ -492,9 +512,17 @@ def chunk(x, chunks: int, axis: int = 0) -> list:
 # ----------------------------------------------------------------------------- indexing
 GETITEM = defvjp(primitive(lambda x, index, basic: x[index], "getitem"),
                  lambda g, ans, x, index, basic: scatter_add(g, index, basic, x.shape))
-GETITEM.lazy_vjp = lambda i, g, ans, x, index, basic: SliceTerm(g._data, index, basic)
 SCATTER_ADD = defvjp(primitive(K.scatter_add, "scatter_add"),
                      lambda g, ans, x, index, basic, shape: _getitem(g, index, basic))
+
+
+def _getitem_lazy(total, i, g, ans, x, index, basic) -> bool:
+    """Add the slice cotangent straight into the input's dense cotangent buffer (linear-time BPTT)."""
+    K.add_at(total.buffer(), g._data, index, basic)
+    return True
+
+
+GETITEM.lazy_vjp = _getitem_lazy
 
 
 def _normalize_index(index):
@@ -537,12 +565,12 @@ def scatter_add(g, index, basic: bool, shape) -> Tensor:
                    {"index": index, "basic": basic, "shape": shape})
 
 
-# The rules of the built-in ops that do not broadcast return their input's shape by construction
-# (the gradient tests check each of them): skip that per-call check for them, not for users' ops.
+# The rules of the built-in ops return their input's shape by construction (the gradient tests check
+# each of them): reverse mode calls them without the per-call check a user's rule gets.
 for _value in list(globals().values()):
     _op = getattr(_value, "op", _value)
-    if isinstance(_op, Op) and not _op.broadcasts:
-        _op.trusted_shapes = True
+    if isinstance(_op, Op):
+        trust(_op)
 
 
 # ----------------------------------------------------------------------------- Tensor methods
