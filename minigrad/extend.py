@@ -98,7 +98,7 @@ class Op:
         return gx if gx._data.dtype is dtype or gx._data.dtype == dtype else gx.astype(dtype)
 
     def _wrap(self, i: int, rule):
-        """The function ``vjps[i]`` for a declared ``rule``: checked, unbroadcast, or as it is."""
+        """The function ``vjps[i]`` for a declared ``rule``: checked (a user's op) or as it is (a trusted one)."""
         if rule is None:
             def missing(g, ans, *inputs, **params):
                 raise RuntimeError(f"{self.name}: input {i} requires grad but the op has no VJP rule for it "
