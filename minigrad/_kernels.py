@@ -24,21 +24,19 @@ def addmm(input: np.ndarray, mat1: np.ndarray, mat2: np.ndarray) -> np.ndarray: 
 
 
 def sigmoid(a: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-a)) with one new array; integer input computes in float64."""
+    """1 / (1 + exp(-a)), exact at both ends in every float dtype; integer input computes in float64.
+
+    The two-branch stable form: with z = exp(-|a|) <= 1 (never overflows), sigmoid is 1 / (1 + z)
+    for a >= 0 and z / (1 + z) below, so it reaches 0 and 1 as the dtype's rounding does, with
+    no warning (underflow of z to 0 is exact).  One new array and one temporary.
+    """
     a = a if a.dtype.kind == "f" else a.astype(np.float64)
-    # Clamp x from below so exp(-x) stays finite: where the clamp bites, sigmoid(x) is already
-    # below the smallest normal float, so nothing is lost and no overflow warning is raised.
-    z = np.maximum(a, _exp_floor(a.dtype), out=np.empty_like(a))
+    z = np.abs(a, out=np.empty_like(a))
     np.negative(z, out=z)
-    np.exp(z, out=z)
-    z += 1
-    return np.reciprocal(z, out=z)
-
-
-def _exp_floor(dtype, _cache={}):  # noqa: B006 - a per-dtype cache
-    if dtype not in _cache:
-        _cache[dtype] = dtype.type(np.log(np.finfo(dtype).tiny))
-    return _cache[dtype]
+    np.exp(z, out=z)  # z = exp(-|a|)
+    denominator = z + 1
+    np.copyto(z, 1, where=a >= 0)  # the numerator: 1 for a >= 0, z below
+    return np.divide(z, denominator, out=z)
 
 
 # tanh and sigmoid get fused backward kernels (as PyTorch's tanh_backward): one NumPy pass
@@ -64,11 +62,19 @@ def _times(g, d):
     return g * d
 
 
-def tie_weights(a: np.ndarray, b: np.ndarray, strict) -> np.ndarray:
-    """How much of the cotangent of maximum/minimum goes to ``a``: 1 where it wins, 1/2 on ties (as PyTorch)."""
-    w = strict(a, b).astype(np.result_type(a, b))
-    w += 0.5 * (a == b)
+def tie_weights(a: np.ndarray, b: np.ndarray, loses) -> np.ndarray:
+    """How much of the cotangent of maximum/minimum goes to ``a``: 0 where it loses, 1/2 on ties, else 1.
+
+    As PyTorch: where ``a`` is NaN it neither loses nor ties, so it gets the whole cotangent.
+    """
+    w = 1 - loses(a, b).astype(np.result_type(a, b))
+    w -= 0.5 * (a == b)
     return w
+
+
+def sign(a: np.ndarray) -> np.ndarray:
+    """The derivative of |a|: its sign, 0 at 0 and at NaN (as PyTorch's abs backward)."""
+    return np.nan_to_num(np.sign(a, out=np.empty_like(a)), copy=False)
 
 
 def inside(a: np.ndarray, lo, hi) -> np.ndarray:
@@ -82,9 +88,12 @@ def inside(a: np.ndarray, lo, hi) -> np.ndarray:
 
 
 def extremum_weights(x: np.ndarray, ans: np.ndarray, axis, keepdims: bool) -> np.ndarray:
-    """Where ``x`` attains its max/min over ``axis``, with ties splitting the weight equally."""
+    """Where ``x`` attains its max/min over ``axis``, with ties (and NaNs, where the extremum is NaN) splitting the weight equally."""
     a = ans if keepdims or axis is None else np.expand_dims(ans, axis)
-    mask = (x == a).astype(x.dtype)
+    mask = x == a
+    if np.isnan(ans).any():  # a NaN is the extremum (NaN propagates): it gets the cotangent, as PyTorch's max
+        mask |= np.isnan(x) & np.isnan(a)
+    mask = mask.astype(x.dtype)
     mask /= mask.sum(axis=axis, keepdims=True)
     return mask
 

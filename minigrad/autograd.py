@@ -238,7 +238,7 @@ def tape(output) -> list:
             continue
         for x in t._entry.inputs:  # leaves and constants are named in order of first use
             if x not in names:
-                kind = "x" if x.requires_grad else "c"
+                kind = "x" if x._requires_grad else "c"
                 names[x] = f"{kind}{counts[kind]}"
                 counts[kind] += 1
         names[t] = f"%{len(lines)}"
@@ -272,7 +272,7 @@ def _topological_order(roots) -> list:
             raise RuntimeError(_FREED)
         made.append((entry.index, t))  # indices are unique: the sort never compares tensors
         for x in entry.inputs:
-            if x.requires_grad and x not in seen:
+            if x._requires_grad and x not in seen:
                 seen.add(x)
                 stack.append(x)
     made.sort()
@@ -423,7 +423,7 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
                 _check_versions(t, entry)
             op, xs, params = entry.op, entry.inputs, entry.params
             for i, x in enumerate(xs):
-                if not x.requires_grad or (on_path is not None and x not in on_path):
+                if not x._requires_grad or (on_path is not None and x not in on_path):
                     continue
                 if lazy and op.lazy_vjp is not None:
                     total = cotangents.get(x)
@@ -448,12 +448,22 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
 
 
 def _run_hooks(t, g):
-    """Apply ``t``'s hooks in order; a hook may return a replacement cotangent."""
+    """Apply ``t``'s hooks in order; a hook may return a replacement cotangent of the same shape and dtype.
+
+    Raises RuntimeError naming the tensor for a replacement of another shape or dtype (as PyTorch's
+    "hook ... has changed the size of value").
+    """
     for hook in list(t._hooks.values()):
         replaced = hook(g)
-        if replaced is not None:
-            g = replaced if isinstance(replaced, _tensor.Tensor) else _tensor.Tensor._from_array(
-                np.asarray(replaced, dtype=g._data.dtype))
+        if replaced is None:
+            continue
+        data = replaced._data if isinstance(replaced, _tensor.Tensor) else np.asarray(replaced)
+        if data.shape != g._data.shape or data.dtype != g._data.dtype:
+            raise RuntimeError(
+                f"register_hook: a hook on the tensor of shape {t.shape} (dtype {t.dtype}) returned a gradient "
+                f"of shape {data.shape} and dtype {data.dtype}; a hook may replace the gradient only by one of "
+                f"shape {g._data.shape} and dtype {g._data.dtype}")
+        g = replaced if isinstance(replaced, _tensor.Tensor) else _tensor.Tensor._from_array(data)
     return g
 
 
@@ -466,10 +476,15 @@ def _accumulate_leaf_grad(t, g, create_graph: bool):
         t.grad._data += g._data
 
 
+def _changed_since(t, clock: int) -> bool:
+    """Whether ``t``, or a tensor sharing its memory (a view, a detached copy), was changed in place after ``clock``."""
+    return t._changed_at > clock or (t._base is not None and t._base.changed_at > clock)
+
+
 def _check_versions(t, entry):
     """Refuse stale saved values; called only when the clock moved since ``entry`` was recorded."""
-    stale = [i for i, x in enumerate(entry.inputs) if x._changed_at > entry.clock]
-    if stale or t._changed_at > entry.clock:
+    stale = [i for i, x in enumerate(entry.inputs) if _changed_since(x, entry.clock)]
+    if stale or _changed_since(t, entry.clock):
         what = f"input {stale[0]} (shape {entry.inputs[stale[0]].shape})" if stale else f"its output (shape {t.shape})"
         raise RuntimeError(
             f"{entry.op.name}: {what}, saved for the backward pass, was modified in place after the op ran; "

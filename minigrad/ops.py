@@ -25,10 +25,21 @@ import numpy as np
 
 from . import _kernels as K
 from .extend import Op, defvjp, defvjp_argnum, primitive, trust
-from .tensor import Tensor, as_operand
+from .tensor import Tensor, _Memory, as_operand
 
 _const = Tensor._from_array  # a constant tensor around an array
 _record = Tensor._from_op  # the output of an op, on the tape if an input requires grad
+
+
+def _record_view(op, data, x: Tensor, params) -> Tensor:
+    """The output of an op that may return a view of ``x``'s memory: then in-place changes of either count for both."""
+    out = _record(op, data, (x,), params)
+    base = data.base  # NumPy gives a view the array owning the memory as its base
+    if base is not None and (base is x._data or base is x._data.base):
+        if x._base is None:
+            x._base = _Memory()
+        out._base = x._base
+    return out
 
 
 # ----------------------------------------------------------------------------- constructors
@@ -39,11 +50,15 @@ def _binary(op, x, y) -> Tensor:
         y = as_operand(y, x, op.name)
     try:
         data = op.forward(x._data, y._data)
-    except ValueError:
-        raise ValueError(
-            f"{op.name}: shapes {x.shape} and {y.shape} cannot be broadcast together "
-            "(expected trailing dimensions that are equal or 1)"
-        ) from None
+    except ValueError as error:
+        try:
+            np.broadcast_shapes(x.shape, y.shape)
+        except ValueError:
+            raise ValueError(
+                f"{op.name}: shapes {x.shape} and {y.shape} cannot be broadcast together "
+                "(expected trailing dimensions that are equal or 1)"
+            ) from None
+        raise ValueError(f"{op.name}: {error} (x has dtype {x.dtype}, y has dtype {y.dtype})") from None
     return _record(op, data, (x, y))
 
 
@@ -90,17 +105,23 @@ mul = binary("mul", np.multiply, lambda g, ans, x, y: g * y, lambda g, ans, x, y
 div = binary("div", np.true_divide, lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y,
              "x / y with NumPy broadcasting (true division).")
 pow = binary("pow", np.power,  # noqa: A001 - the field's name for it
-             lambda g, ans, x, y: g * y * x ** (y - 1), lambda g, ans, x, y: g * ans * _safe_log(x),
+             lambda g, ans, x, y: g * y * x ** _exponent_less_one(x, y), lambda g, ans, x, y: g * ans * _safe_log(x),
              "x ** y with NumPy broadcasting; d/dy uses log(x), taken as 0 where x <= 0.")
 maximum = binary("maximum", np.maximum,
-                 lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.greater)),
-                 lambda g, ans, x, y: g * _const(K.tie_weights(y._data, x._data, np.greater)),
-                 "Elementwise maximum with broadcasting; ties split the gradient equally.")
-minimum = binary("minimum", np.minimum,
                  lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.less)),
                  lambda g, ans, x, y: g * _const(K.tie_weights(y._data, x._data, np.less)),
-                 "Elementwise minimum with broadcasting; ties split the gradient equally.")
+                 "Elementwise maximum with broadcasting; ties split the gradient equally (a NaN gets all of it).")
+minimum = binary("minimum", np.minimum,
+                 lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.greater)),
+                 lambda g, ans, x, y: g * _const(K.tie_weights(y._data, x._data, np.greater)),
+                 "Elementwise minimum with broadcasting; ties split the gradient equally (a NaN gets all of it).")
 neg = unary("neg", np.negative, lambda g, ans, x: -g, "-x.")
+
+
+def _exponent_less_one(x: Tensor, y: Tensor):
+    """y - 1, but 1 where x == y == 0: there d(x**y)/dx = y * x**(y - 1) is 0 (as PyTorch), not 0 * inf = NaN."""
+    undefined = (y._data == 0) & (x._data == 0)
+    return where(undefined, 1, y - 1) if undefined.any() else y - 1
 
 
 def _safe_log(x: Tensor) -> Tensor:
@@ -114,13 +135,13 @@ exp = unary("exp", np.exp, lambda g, ans, x: g * ans, "Elementwise e**x.")
 log = unary("log", np.log, lambda g, ans, x: g / x,
             "Elementwise natural logarithm (log(0) = -inf, negative -> NaN, as NumPy).")
 sqrt = unary("sqrt", np.sqrt, lambda g, ans, x: g / (ans * 2), "Elementwise square root.")
-abs = unary("abs", np.abs, lambda g, ans, x: g * _const(np.sign(x._data)),  # noqa: A001
-            "Elementwise |x|; its derivative at 0 is taken as 0 (as PyTorch).")
+abs = unary("abs", np.abs, lambda g, ans, x: g * _const(K.sign(x._data)),  # noqa: A001
+            "Elementwise |x|; its derivative at 0 and at NaN is taken as 0 (as PyTorch).")
 tanh = unary("tanh", np.tanh, lambda g, ans, x: tanh_backward(g, ans), "Elementwise hyperbolic tangent.")
 sigmoid = unary("sigmoid", K.sigmoid, lambda g, ans, x: sigmoid_backward(g, ans),
                 "Elementwise logistic function 1 / (1 + e**-x), computed without overflow for any finite x.")
-relu = unary("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: where(x._data > 0, g, 0),
-             "Elementwise max(x, 0); derivative 0 at 0 (as PyTorch).")
+relu = unary("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: where(x._data <= 0, 0, g),
+             "Elementwise max(x, 0); derivative 0 at 0, and the gradient passes at NaN (as PyTorch).")
 # The VJPs of tanh and sigmoid as one fused op each (as PyTorch's tanh_backward): one NumPy
 # pass instead of three tape ops per VJP, and still differentiable, by their own rules.
 tanh_backward = binary("tanh_backward", K.tanh_backward,
@@ -184,7 +205,7 @@ def broadcast_to(x, shape) -> Tensor:
         data = np.broadcast_to(x._data, shape)
     except ValueError:
         raise ValueError(f"broadcast_to: cannot broadcast a tensor of shape {x.shape} to shape {shape}") from None
-    return _record(BROADCAST_TO, data, (x,), {"shape": shape})
+    return _record_view(BROADCAST_TO, data, x, {"shape": shape})
 
 
 # ----------------------------------------------------------------------------- matmul
@@ -310,7 +331,9 @@ def _normalize_axis(axis, ndim: int, op: str) -> tuple | None:
     """Axis (int, tuple or None) as a sorted tuple of non-negative ints; a clear error if out of range."""
     if axis is None:
         return None
-    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis) if isinstance(axis, (tuple, list)) else None
+    if axes is None or not builtins.all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes):
+        raise TypeError(f"{op}: axis must be an int, a tuple of ints or None; got {axis!r}")
     out = []
     for a in axes:
         if not -ndim <= a < ndim:
@@ -385,7 +408,7 @@ def reshape(x, *shape) -> Tensor:
         raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} ({x.size} elements) into shape {shape}") from None
     if data.shape == x.shape:
         return x
-    return _record(RESHAPE, data, (x,), {"shape": data.shape})
+    return _record_view(RESHAPE, data, x, {"shape": data.shape})
 
 
 def transpose(x, *axes) -> Tensor:
@@ -393,10 +416,17 @@ def transpose(x, *axes) -> Tensor:
     x = as_operand(x)
     if len(axes) == 1 and not isinstance(axes[0], numbers.Integral):
         axes = tuple(axes[0])
-    axes = tuple(range(x.ndim))[::-1] if not axes else tuple(int(a) % builtins.max(x.ndim, 1) for a in axes)
+    if not axes:
+        axes = tuple(range(x.ndim))[::-1]
+    else:
+        for a in axes:
+            if not isinstance(a, numbers.Integral) or isinstance(a, bool) or not -x.ndim <= a < builtins.max(x.ndim, 1):
+                raise ValueError(f"transpose: axis {a!r} is out of range for a tensor of shape {x.shape} "
+                                 f"(valid: integers from {-x.ndim} to {x.ndim - 1})")
+        axes = tuple(int(a) % builtins.max(x.ndim, 1) for a in axes)
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape {x.shape}")
-    return _record(TRANSPOSE, x._data.transpose(axes), (x,), {"axes": axes})
+    return _record_view(TRANSPOSE, x._data.transpose(axes), x, {"axes": axes})
 
 
 def swapaxes(x, axis1: int, axis2: int) -> Tensor:
@@ -433,7 +463,7 @@ def flip(x, axis=None) -> Tensor:
     """Reverse the order of elements along ``axis`` (all axes if None), as ``np.flip``."""
     x = as_operand(x)
     axis = _normalize_axis(axis, x.ndim, "flip")
-    return _record(FLIP, FLIP.forward(x._data, axis=axis), (x,), {"axis": axis})
+    return _record_view(FLIP, FLIP.forward(x._data, axis=axis), x, {"axis": axis})
 
 
 def astype(x, dtype) -> Tensor:
@@ -545,7 +575,7 @@ def _getitem(x: Tensor, index, basic: bool) -> Tensor:
         data = x._data[index]
     except (IndexError, TypeError, ValueError) as error:
         raise IndexError(f"getitem: invalid index for a tensor of shape {x.shape}: {error}") from None
-    return _record(GETITEM, data, (x,), {"index": index, "basic": basic})
+    return _record_view(GETITEM, data, x, {"index": index, "basic": basic})
 
 
 def getitem(x, index) -> Tensor:

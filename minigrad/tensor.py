@@ -52,7 +52,8 @@ class Tensor:
         TypeError: non-numeric data, or ``requires_grad=True`` on integer/bool data.
     """
 
-    __slots__ = ("_data", "requires_grad", "grad", "_entry", "_changed_at", "_hooks", "_retains_grad", "__weakref__")
+    __slots__ = ("_data", "_requires_grad", "grad", "_entry", "_changed_at", "_base", "_hooks", "_retains_grad",
+                 "__weakref__")
     # NumPy must hand mixed expressions (ndarray * Tensor) to our reflected operators.
     __array_ufunc__ = None
 
@@ -60,10 +61,11 @@ class Tensor:
         self._data = _as_array(data, dtype)
         if requires_grad:
             _check_can_require_grad(self._data.dtype, "Tensor")
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)
         self.grad = None
         self._entry = None
         self._changed_at = 0
+        self._base = None
         self._hooks = None
         self._retains_grad = False
 
@@ -73,10 +75,11 @@ class Tensor:
         """A constant tensor around ``data`` (no copy, no checks): the hot path of every op."""
         t = _new(cls)
         t._data = data if type(data) is np.ndarray else np.asarray(data)
-        t.requires_grad = False
+        t._requires_grad = False
         t.grad = None
         t._entry = None
         t._changed_at = 0
+        t._base = None  # a _Memory shared with the tensors whose memory this one views, or that view it
         t._hooks = None
         t._retains_grad = False
         return t
@@ -92,8 +95,8 @@ class Tensor:
             autograd.check_finite(t._data, "forward output", op.name, created_at)
         if mode.grad_enabled:
             for x in inputs:
-                if x.requires_grad:
-                    t.requires_grad = True
+                if x._requires_grad:
+                    t._requires_grad = True
                     t._entry = TapeEntry(op, inputs, params, created_at)
                     break
         return t
@@ -183,17 +186,45 @@ class Tensor:
         autograd.backward_pass([self], seeds, retain_graph or create_graph, create_graph)
 
     def detach(self) -> "Tensor":
-        """A tensor sharing this data that does not require grad (cuts the tape, as in truncated BPTT)."""
-        return Tensor._from_array(self._data)
+        """A tensor sharing this data that does not require grad (cuts the tape, as in truncated BPTT).
+
+        An in-place change of the detached tensor counts as a change of this one, so backward
+        still refuses values it saved (PyTorch's shared version counter).
+        """
+        t = Tensor._from_array(self._data)
+        self._shares_memory_with(t)
+        return t
+
+    def _shares_memory_with(self, view: "Tensor"):
+        """Record that ``view`` views this tensor's memory: an in-place change of either counts for both."""
+        if self._base is None:
+            self._base = _Memory()
+        view._base = self._base
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether ops on this tensor are recorded on the tape; settable on leaves of a floating dtype.
+
+        Raises (on setting): TypeError for an integer or bool tensor, RuntimeError for False on a
+        non-leaf (use ``detach()``), as ``torch.Tensor.requires_grad``.
+        """
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        self._set_requires_grad(value, "requires_grad")
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         """Set ``requires_grad`` in place on a leaf; returns self."""
-        if requires_grad:
-            _check_can_require_grad(self._data.dtype, "requires_grad_")
-        if not requires_grad and self._entry is not None:
-            raise RuntimeError("requires_grad_: use detach() to cut a non-leaf tensor out of the graph")
-        self.requires_grad = bool(requires_grad)
+        self._set_requires_grad(requires_grad, "requires_grad_")
         return self
+
+    def _set_requires_grad(self, value, where: str):
+        if value:
+            _check_can_require_grad(self._data.dtype, where)
+        elif self._entry is not None:
+            raise RuntimeError(f"{where}: use detach() to cut a non-leaf tensor out of the graph")
+        self._requires_grad = bool(value)
 
     def retain_grad(self):
         """Keep this non-leaf tensor's gradient in ``.grad`` during backward (as torch)."""
@@ -217,7 +248,7 @@ class Tensor:
 
     # ----------------------------------------------------------------- in-place (bump the version)
     def _inplace(self, name: str, apply):
-        if self.requires_grad and MODE.get().grad_enabled:
+        if self._requires_grad and MODE.get().grad_enabled:
             raise RuntimeError(
                 f"{name}: in-place change of a tensor that requires grad would corrupt its gradient; "
                 "wrap it in minigrad.no_grad() (as optimizers do) or compute a new tensor"
@@ -227,9 +258,11 @@ class Tensor:
         return self
 
     def _mark_changed(self):
-        """Record an in-place change (see ``autograd.TapeEntry.clock``)."""
+        """Record an in-place change (see ``autograd.TapeEntry.clock``), also on the tensor it views."""
         CLOCK.tick += 1
         self._changed_at = CLOCK.tick
+        if self._base is not None:
+            self._base.changed_at = CLOCK.tick
 
     def add_(self, other, alpha=1):
         """In place: self += alpha * other (no grad recorded)."""
@@ -261,6 +294,15 @@ class Tensor:
     def __setitem__(self, index, value):
         value = value._data if isinstance(value, Tensor) else value
         self._inplace("__setitem__", lambda d: d.__setitem__(index, value))
+
+
+class _Memory:
+    """The tick of the last in-place change of any tensor over one block of memory (PyTorch's shared version counter)."""
+
+    __slots__ = ("changed_at",)
+
+    def __init__(self):
+        self.changed_at = 0
 
 
 class _HookHandle:
