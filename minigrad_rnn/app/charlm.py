@@ -298,7 +298,7 @@ def cmd_train(args) -> int:
     started = time.monotonic()
     loop = TrainingLoop(Budget(config["steps"], config["minutes"]), config["eval_every"], "train",
                         step=trainer.step, elapsed=0.0 if checkpoint is None else float(checkpoint["elapsed"]),
-                        total=config["steps"])
+                        total=config["steps"], parameters=trainer.model.parameters())
     last_valid = float("nan")
 
     def report(final: bool):

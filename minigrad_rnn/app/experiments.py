@@ -238,7 +238,7 @@ def cmd_experiment(args) -> int:
         f"units; baseline {task.metric} {task.baseline:.4f}; output in {out}")
     metrics = MetricsFile(out / "metrics.csv", ["step", "train_loss", "test_loss", "baseline", "elapsed_sec"])
     loop = TrainingLoop(Budget(config["steps"], config["minutes"]), config["eval_every"], task.name,
-                        total=config["steps"])
+                        total=config["steps"], parameters=run.model.parameters())
     test = run.test_loss()
     metrics.append(step=0, train_loss=None, test_loss=test, baseline=task.baseline, elapsed_sec=0.0)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -14,7 +15,13 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not locked
+    fcntl = None
 
 import minigrad as mg
 
@@ -30,15 +37,55 @@ def text_digest(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- files of a run
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` all at once: a temporary file beside it, fsync, then a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: Path, obj) -> None:
-    """Write JSON atomically (a temporary file, then a rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON atomically; NaN and infinities become null (strict JSON has neither)."""
+    write_atomically(path, json.dumps(_finite_or_null(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _finite_or_null(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
+
+
+_LOCKS: dict = {}  # output folder -> the open lock file this process holds on it (released at exit)
+
+
+def _lock(out: Path) -> None:
+    """Hold ``out/.lock`` for the rest of this process, so a second run on the same folder refuses."""
+    key = out.resolve()
+    if fcntl is None or key in _LOCKS:
+        return
+    f = (out / ".lock").open("a")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise CommandError(f"another minigrad-rnn run is writing to {out}; wait for it or choose another --out") \
+            from None
+    _LOCKS[key] = f
 
 
 def prepare_out_dir(out: Path, fresh: bool = True) -> Path:
-    """Create the output folder; a fresh run refuses a folder that already holds a checkpoint."""
+    """Create the output folder and lock it for this run; a fresh run refuses a folder that already holds
+    a checkpoint, and any run a folder that another running minigrad-rnn holds (CommandError)."""
     if fresh and (out / "checkpoint.npz").exists():
         raise CommandError(f"{out} already holds a run (checkpoint.npz); continue it with --resume {out} "
                            "or choose another --out")
@@ -47,6 +94,7 @@ def prepare_out_dir(out: Path, fresh: bool = True) -> Path:
         probe = out / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
+        _lock(out)
     except OSError as e:
         raise CommandError(f"cannot write to output folder {out}: {e.strerror or e}") from None
     return out
@@ -59,20 +107,26 @@ class MetricsFile:
         self.path, self.columns = path, columns
         rows = []
         if keep_until_step is not None and path.exists():  # resuming: drop rows after the checkpoint
-            with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until_step]
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, columns)
-            writer.writeheader()
-            writer.writerows(rows)
+            rows = [r for r in self.read() if int(r["step"]) <= keep_until_step]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomically(path, text.getvalue())  # a kill here leaves the old history whole
 
     def append(self, **row):
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.columns).writerow({k: _fmt(v) for k, v in row.items()})
 
     def read(self) -> list[dict]:
-        with self.path.open(newline="") as f:
-            return list(csv.DictReader(f))
+        """The rows, checked: the header is this file's and every step a whole number (else CommandError)."""
+        with self.path.open(newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        if reader.fieldnames != self.columns or any(not (r.get("step") or "").isdigit() for r in rows):
+            raise CommandError(f"{self.path} is damaged (expected the columns {', '.join(self.columns)} and a "
+                               "whole-number step on every row); move it away to start a new history")
+        return rows
 
 
 def _fmt(value):
@@ -205,13 +259,17 @@ class TrainingLoop:
     ``window_rate()`` describe the steps since the last report.  A non-finite loss ends the
     run with a CommandError before anything is reported, so no diverged state is saved.
 
+    Before each report the ``parameters`` (Tensors) are checked too: weights that an update made
+    NaN or Inf end the run with a CommandError before anything is saved.
+
     Attributes: ``step`` (steps done in all, resumed ones included), ``elapsed`` (training
     seconds in all, reports excluded) and, after ``run``, ``interrupted``.
     """
 
     def __init__(self, budget: Budget, every: int, desc: str, *, step: int = 0, elapsed: float = 0.0,
-                 total: int | None = None, unit: str = "step"):
+                 total: int | None = None, unit: str = "step", parameters=()):
         self.budget, self.every, self.desc, self.total, self.unit = budget, every, desc, total, unit
+        self.parameters = list(parameters)
         self.step, self.elapsed, self.interrupted = step, elapsed, False
         self._stop = None
         self._reset_window()
@@ -255,12 +313,19 @@ class TrainingLoop:
                 if after_step is not None:
                     after_step(self.step)
                 if self.step % self.every == 0:
+                    self._check_weights()
                     report(final=False)
                     self._reset_window()
                     last_report = self.step
             self.interrupted = self._stop.requested
         if self.step != last_report:
+            self._check_weights()
             report(final=True)
             self._reset_window()
         self._stop = None
         return self.interrupted
+
+    def _check_weights(self):
+        if not all(np.isfinite(p.data).all() for p in self.parameters):
+            raise CommandError(f"the weights diverged to NaN or Inf at {self.unit} {self.step}; "
+                               "try a smaller --lr or --clip (the last checkpoint is intact)")

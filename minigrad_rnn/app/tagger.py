@@ -284,7 +284,7 @@ def cmd_tag_train(args) -> int:
         f"({n_words:,} words) of {args.data}; validating on {len(valid)}; output in {out}")
     metrics = MetricsFile(out / "metrics.csv", ["epoch", "train_loss", "valid_accuracy", "elapsed_sec"])
     loop = TrainingLoop(Budget(config["epochs"], config["minutes"]), 1, "tag train", total=config["epochs"],
-                        unit="epoch")
+                        unit="epoch", parameters=run.model.parameters())
     scores = None
 
     def report(final: bool):

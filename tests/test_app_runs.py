@@ -1,0 +1,78 @@
+"""What every minigrad-rnn run shares (minigrad_rnn/app/runs.py): the training loop's divergence checks,
+strict JSON, an atomic and checked metrics.csv, and a lock against two runs on one folder."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad_rnn.app.cli import main
+from minigrad_rnn.app.errors import CommandError
+from minigrad_rnn.app.runs import Budget, MetricsFile, TrainingLoop, write_json
+
+
+def test_weights_that_diverge_end_the_run_before_any_report_saves_them():
+    w = mg.nn.Parameter(np.ones(3))
+    reports = []
+
+    def step():  # a finite loss, but the update leaves an Inf in the weights
+        w.data = np.array([1.0, np.inf, 1.0]) if len(reports) == 1 else w.data
+        return 0.5
+
+    loop = TrainingLoop(Budget(10, None), 2, "test", parameters=[w])
+    with pytest.raises(CommandError, match=r"the weights diverged to NaN or Inf at step 4; .*last checkpoint is intact"):
+        loop.run(step, lambda final: reports.append(loop.step))
+    assert reports == [2]  # the report (and its checkpoint) at step 4 never happened
+
+
+def test_a_non_finite_loss_ends_the_run_at_its_step():
+    losses = iter([1.0, 0.5, float("nan")])
+    loop = TrainingLoop(Budget(10, None), 100, "test")
+    with pytest.raises(CommandError, match="the loss diverged to nan at step 3"):
+        loop.run(lambda: next(losses), lambda final: None)
+
+
+def test_json_written_by_the_command_has_no_bare_nan(tmp_path):
+    write_json(tmp_path / "r.json", {"loss": float("nan"), "curve": [1.0, float("inf")], "step": 3})
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"loss": None, "curve": [1.0, None], "step": 3}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left
+
+
+def test_metrics_are_rewritten_whole_on_resume_and_a_damaged_file_is_one_error(tmp_path):
+    path = tmp_path / "metrics.csv"
+    metrics = MetricsFile(path, ["step", "loss"])
+    for step in (1, 2, 3):
+        metrics.append(step=step, loss=0.5 / step)
+    resumed = MetricsFile(path, ["step", "loss"], keep_until_step=2)
+    assert [r["step"] for r in resumed.read()] == ["1", "2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
+    path.write_text("step,loss\n1,0.5\nBROKEN\x00,\n")
+    with pytest.raises(CommandError, match=r"metrics.csv is damaged .*move it away"):
+        MetricsFile(path, ["step", "loss"], keep_until_step=2)
+
+
+def test_a_second_run_on_the_same_folder_refuses(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, sys, time
+        f = open({str(out / '.lock')!r}, "a")
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        print("locked", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code = main(["experiment", "adding", "--steps", "1", "--hidden-size", "4", "--test-size", "10",
+                     "--out", str(out)])
+        assert code == 1
+        assert capsys.readouterr().err == (f"minigrad-rnn: error: another minigrad-rnn run is writing to {out}; "
+                                           "wait for it or choose another --out\n")
+    finally:
+        holder.kill()
+        holder.wait()
