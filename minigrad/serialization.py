@@ -54,7 +54,7 @@ def save(obj, path):
     """
     path = os.fspath(path)
     arrays = {}
-    tree = _encode(obj, arrays, "obj")
+    tree = _encode(obj, arrays, "obj", set())
     header = json.dumps({"format": _FORMAT, "version": _VERSION, "tree": tree})
     arrays[_TREE] = np.frombuffer(header.encode("utf-8"), dtype=np.uint8)
 
@@ -70,9 +70,11 @@ def save(obj, path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(error, OSError) and error.filename is None:  # e.g. the disk is full: say where
+            raise OSError(error.errno, error.strerror, path) from error
         raise
     # Make the rename itself durable; some platforms cannot open folders.
     with contextlib.suppress(OSError):
@@ -127,8 +129,12 @@ def load(path):
         raise refuse(f"malformed structure ({e!r})") from e
 
 
-def _encode(obj, arrays, where):
-    """JSON-able description of ``obj``; arrays are appended to ``arrays``."""
+def _encode(obj, arrays, where, open_containers: set):
+    """JSON-able description of ``obj``; arrays are appended to ``arrays``.
+
+    ``open_containers`` holds the ids of the containers being encoded around ``obj``: meeting
+    one again means the structure contains itself (TypeError, not a RecursionError).
+    """
     # First: NumPy scalars have __array__, and np.float64 is also a float.
     if hasattr(obj, "__array__"):
         arr = np.asarray(obj)
@@ -144,19 +150,30 @@ def _encode(obj, arrays, where):
         return {"int": hex(obj)}
     if isinstance(obj, float):  # repr is exact and spells nan/inf
         return {"float": repr(float(obj))}
+    if isinstance(obj, (dict, list, tuple)):
+        if id(obj) in open_containers:
+            raise TypeError(f"cannot save a structure that contains itself: {where} is one of its own "
+                            "containers")
+        open_containers.add(id(obj))
+        try:
+            return _encode_container(obj, arrays, where, open_containers)
+        finally:
+            open_containers.discard(id(obj))
+    raise TypeError(f"cannot save object of type {type(obj).__name__} at "
+                    f"{where}: not a container, number, str or array")
+
+
+def _encode_container(obj, arrays, where, open_containers: set):
     if isinstance(obj, dict):
         for key in obj:
             if not isinstance(key, str):
                 raise TypeError(f"dict keys must be str, got {type(key).__name__}"
                                 f" key {key!r} in {where}")
-        return {"dict": [[k, _encode(v, arrays, f"{where}[{k!r}]")]
+        return {"dict": [[k, _encode(v, arrays, f"{where}[{k!r}]", open_containers)]
                          for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)):
-        tag = "tuple" if isinstance(obj, tuple) else "list"
-        return {tag: [_encode(v, arrays, f"{where}[{i}]")
-                      for i, v in enumerate(obj)]}
-    raise TypeError(f"cannot save object of type {type(obj).__name__} at "
-                    f"{where}: not a container, number, str or array")
+    tag = "tuple" if isinstance(obj, tuple) else "list"
+    return {tag: [_encode(v, arrays, f"{where}[{i}]", open_containers)
+                  for i, v in enumerate(obj)]}
 
 
 def _decode(node, arrays):

@@ -130,6 +130,8 @@ def run_cell(cell, x, state=None, lengths=None, reverse: bool = False, return_st
     if x.ndim != 3:
         raise ValueError(f"run_cell: expected a time-major input (T, B, I); got shape {x.shape}")
     T, B = x.shape[:2]
+    if T == 0:
+        raise ValueError(f"run_cell: the input (T, B, I) has 0 time steps; expected at least 1 (got shape {x.shape})")
     masks = _step_masks(lengths, T, B)
     if state is None:
         state = cell.initial_state(B)
@@ -273,6 +275,9 @@ class Recurrent(Module):
             x = ops.expand_dims(x, 1)
         elif self.batch_first:
             x = ops.swapaxes(x, 0, 1)
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: the input {layout.split(' since')[0]} has 0 time steps; expected at least 1 "
+                             f"(got shape {tuple(input.shape)})")
         T, B = x.shape[:2]
         masks = _step_masks(lengths, T, B, name, layout)
         self._bind_parameters()

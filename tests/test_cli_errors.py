@@ -68,13 +68,13 @@ def test_data_file_is_a_directory(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("--hidden-size", "-3", "argument --hidden-size: expected a positive integer, got '-3'"),
-    ("--hidden-size", "0", "argument --hidden-size: expected a positive integer, got '0'"),
-    ("--num-layers", "two", "argument --num-layers: expected a positive integer, got 'two'"),
+    ("--hidden-size", "-3", "argument --hidden-size: expected a positive integer up to 1048576, got '-3'"),
+    ("--hidden-size", "0", "argument --hidden-size: expected a positive integer up to 1048576, got '0'"),
+    ("--num-layers", "two", "argument --num-layers: expected a positive integer up to 1048576, got 'two'"),
     ("--dropout", "1", "argument --dropout: expected a probability in [0, 1), got '1'"),
     ("--dropout", "-0.1", "argument --dropout: expected a probability in [0, 1), got '-0.1'"),
-    ("--seq-len", "0", "argument --seq-len: expected a positive integer, got '0'"),
-    ("--batch-size", "1.5", "argument --batch-size: expected a positive integer, got '1.5'"),
+    ("--seq-len", "0", "argument --seq-len: expected a positive integer up to 1048576, got '0'"),
+    ("--batch-size", "1.5", "argument --batch-size: expected a positive integer up to 1048576, got '1.5'"),
     ("--lr", "0", "argument --lr: expected a positive number, got '0'"),
     ("--lr", "nan", "argument --lr: expected a positive number, got 'nan'"),
     ("--clip", "-1", "argument --clip: expected a number >= 0, got '-1'"),
@@ -188,3 +188,17 @@ def test_a_missing_app_extra_is_one_line_naming_the_install():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert done.stderr == "minigrad-rnn: error: the command needs tqdm: pip install 'minigrad[app]'\n"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "--hidden-size", "99999999999999999999"],
+     "argument --hidden-size: expected a positive integer up to 1048576, got '99999999999999999999'"),
+    (["train", "--hidden-size", "100000"], "the LSTM of hidden size 100000 would need about"),
+    (["experiment", "adding", "--hidden-size", "300000"], "the LSTM of hidden size 300000 would need about"),
+    (["train", "--data", "/dev/zero"], "/dev/zero is not a regular file (a device or a pipe); expected a text file"),
+])
+def test_absurd_sizes_and_endless_data_are_refused_before_allocating(args, expected, tmp_path, capsys):
+    assert main(args + ["--out", str(tmp_path / "o")]) in (1, 2)
+    err = capsys.readouterr().err
+    assert err.startswith("minigrad-rnn: error: ") and err.count("\n") == 1 and expected in err, err
+    assert not (tmp_path / "o").exists()

@@ -76,9 +76,18 @@ def test_scores_per_tag_and_confusions():
     assert scores.confusions() == [("NOUN", "VERB", 1)]
 
 
+def test_tag_predict_names_an_undecodable_stdin_line(capsys, monkeypatch, model_dir):
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"The cat .\nbad \xff\xfe bytes\n")))
+    assert main(["tag", "predict", "--model", str(model_dir)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("The/") and captured.out.count("\n") == 1
+    assert captured.err == "minigrad-rnn: error: stdin line 2 is not valid UTF-8 (byte 4)\n"
+
+
 def test_tag_predict_reads_stdin(capsys, monkeypatch, model_dir):
     capsys.readouterr()
-    monkeypatch.setattr("sys.stdin", io.StringIO("The cat sat on the mat .\n\nZorblax   runs quickly !\n"))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"The cat sat on the mat .\n\nZorblax   runs quickly !\n")))
     assert main(["tag", "predict", "--model", str(model_dir)]) == 0
     lines = capsys.readouterr().out.split("\n")
     assert lines[1] == "" and lines[3] == ""
@@ -119,7 +128,7 @@ def test_tag_bad_inputs(capsys, conllu, model_dir, tmp_path):
         (["tag", "train", "--data", tmp_path / "none.conllu", "--out", tmp_path / "o"], "data file not found"),
         (["tag", "train", "--data", conllu, "--out", tmp_path / "o", "--valid-fraction", "1"],
          "argument --valid-fraction: expected a fraction in (0, 1), got '1'"),
-        (["tag", "train", "--data", conllu, "--out", model_dir], "already holds a run"),
+        (["tag", "train", "--data", conllu, "--out", model_dir], "already holds a run (checkpoint.npz); choose another --out"),
         (["tag", "eval", "--model", tmp_path, "--data", conllu], "no checkpoint found"),
         (["tag", "predict", "--model", conllu], "not a minigrad checkpoint"),
     ]

@@ -139,3 +139,35 @@ def test_sigmoid_is_exact_at_both_ends_without_warnings(dtype):
 def test_a_bad_argument_gets_an_error_naming_the_op_and_the_argument(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_a_layer_given_zero_time_steps_says_so():
+    from minigrad_rnn import LSTM, LSTMCell, run_cell
+    with pytest.raises(ValueError, match=r"LSTM: the input \(T, B, I\) has 0 time steps; expected at least 1"):
+        LSTM(3, 4)(np.zeros((0, 2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"run_cell: the input \(T, B, I\) has 0 time steps"):
+        run_cell(LSTMCell(3, 4), np.zeros((0, 2, 3), np.float32))
+
+
+def test_saving_a_structure_that_contains_itself_is_a_type_error(tmp_path):
+    loop = {"a": [1, 2]}
+    loop["a"].append(loop)
+    with pytest.raises(TypeError, match=r"cannot save a structure that contains itself: obj\['a'\]\[2\]"):
+        mg.save(loop, tmp_path / "x")
+    shared = [1.0]
+    mg.save({"a": shared, "b": shared}, tmp_path / "y")  # shared, not circular: fine
+    assert mg.load(tmp_path / "y") == {"a": [1.0], "b": [1.0]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y"]
+
+
+def test_a_failed_write_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space left on device") as info:
+        mg.save({"w": np.zeros(3)}, tmp_path / "ckpt")
+    assert info.value.filename == str(tmp_path / "ckpt")
+    assert list(tmp_path.iterdir()) == []  # no temporary file left

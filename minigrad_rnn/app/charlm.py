@@ -30,12 +30,12 @@ from ..utils import detach_state, evaluating
 from .corpus import TBPTTBatches, default_corpus_text, eval_batches, load_text, split_corpus
 from .errors import CommandError, DataError
 from .options import (
-    CELLS, OPTIMIZERS, add_common_options, make_optimizer, dropout_probability, nonnegative_float, nonnegative_int, positive_float,
-    positive_int,
+    CELLS, OPTIMIZERS, add_common_options, dropout_probability, make_optimizer, nonnegative_float, nonnegative_int,
+    positive_float, positive_int, size,
 )
 from .runs import (
-    EXIT_INTERRUPTED, PROG, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, duration, load_checkpoint,
-    plot_curves, prepare_out_dir, resolve_config, say, text_digest, write_json,
+    EXIT_INTERRUPTED, GATES, PROG, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, check_memory, duration,
+    load_checkpoint, plot_curves, prepare_out_dir, recurrent_parameters, resolve_config, say, text_digest, write_json,
 )
 from .vocab import Vocabulary
 # Defaults of `train` for a named --data file: tuned for 10 minutes on tinyshakespeare (2 cores).
@@ -277,6 +277,7 @@ def cmd_train(args) -> int:
     if checkpoint is not None and digest != config["data_sha256"]:
         raise CommandError(f"cannot resume: {source} changed since the checkpoint was written")
     config["data_sha256"] = digest
+    _check_memory(config, len(set(text)))
     try:
         vocab = None if checkpoint is None else Vocabulary.from_list(checkpoint["vocab"])
         trainer = CharLMTrainer(config, text, vocab)
@@ -353,6 +354,15 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _check_memory(config: dict, vocab_size: int) -> None:
+    """Refuse sizes this machine cannot hold before building the model (see ``runs.check_memory``)."""
+    E, H = config["embedding_size"], config["hidden_size"]
+    parameters = vocab_size * E + recurrent_parameters(config["cell"], E, H, config["num_layers"]) + (H + 1) * vocab_size
+    steps = config["batch_size"] * config["seq_len"]
+    activations = steps * (3 * (GATES[config["cell"]] + 2) * H * config["num_layers"] + 2 * vocab_size)
+    check_memory(parameters, activations, config["dtype"], f"the {config['cell'].upper()} of hidden size {H}")
+
+
 def _resumed_config(args, saved: dict, out: Path) -> dict:
     """The saved config with the run options given now; other options must not change."""
     _, given = resolve_config(args, TRAIN_DEFAULTS)
@@ -405,9 +415,9 @@ def add_commands(commands) -> None:
     p = commands.add_parser("train", help="train a character-level language model")
     p.add_argument("--data", metavar="PATH", help="UTF-8 text file (default: the Python standard library's source)")
     add_common_options(p)
-    p.add_argument("--num-layers", type=positive_int, help="stacked recurrent layers (default 1)")
+    p.add_argument("--num-layers", type=size, help="stacked recurrent layers (default 1)")
     p.add_argument("--dropout", type=dropout_probability, help="dropout between layers and before the read-out")
-    p.add_argument("--seq-len", type=positive_int, help="characters per truncated-BPTT segment")
+    p.add_argument("--seq-len", type=size, help="characters per truncated-BPTT segment")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adam")
     p.add_argument("--clip", type=nonnegative_float, help="clip the global gradient norm (0: off; default 5)")
     p.add_argument("--steps", type=positive_int, help="total training steps")

@@ -21,12 +21,14 @@ def load_text(path: str | Path) -> str:
     """Read a whole UTF-8 text file (a leading byte-order mark is dropped).
 
     Raises DataError: "data file not found: PATH", "PATH is a directory, not a
-    text file", "PATH is empty", "PATH is not valid UTF-8 (byte offset N)",
+    text file", "PATH is not a regular file ...", "PATH is empty", "PATH is not valid UTF-8 (byte offset N)",
     or "cannot read PATH: REASON".
     """
     path = Path(path)
     if path.is_dir():  # checked first: Windows reports a directory as PermissionError
         raise DataError(f"{path} is a directory, not a text file")
+    if path.exists() and not path.is_file():  # a device or pipe (/dev/zero, /dev/stdin) would never end
+        raise DataError(f"{path} is not a regular file (a device or a pipe); expected a text file")
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -30,12 +30,11 @@ from minigrad.nn.utils import clip_grad_norm_
 from .errors import CommandError
 from .options import (
     CELLS, OPTIMIZERS, add_common_options, cell_list, finite_float, make_optimizer, nonnegative_float, nonnegative_int,
-    positive_float,
-    positive_int,
+    positive_float, positive_int, size,
 )
 from .runs import (
-    EXIT_INTERRUPTED, Budget, MetricsFile, StopOnInterrupt, TrainingLoop, duration, plot_curves, prepare_out_dir,
-    resolve_config, say, write_json,
+    EXIT_INTERRUPTED, GATES, Budget, MetricsFile, StopOnInterrupt, TrainingLoop, check_memory, duration, plot_curves,
+    prepare_out_dir, recurrent_parameters, resolve_config, say, write_json,
 )
 
 # Defaults of `experiment`: the LSTM solves the adding problem at T = 100 in about 3 minutes here.
@@ -230,6 +229,10 @@ def cmd_experiment(args) -> int:
     config, _ = resolve_config(args, EXPERIMENT_DEFAULTS)
     config["task"] = args.task
     _check_seq_len(args.task, config["seq_len"])
+    task_class, H = TASKS[args.task], config["hidden_size"]
+    check_memory(recurrent_parameters(config["cell"], task_class.input_size, H) + (H + 1) * task_class.output_size,
+                 config["batch_size"] * config["seq_len"] * 3 * (GATES[config["cell"]] + 2) * H, config["dtype"],
+                 f"the {config['cell'].upper()} of hidden size {H}")
     out = prepare_out_dir(Path(args.out or f"runs/{args.task}-{config['cell']}-T{config['seq_len']}"), fresh=False)
     run = TaskRun(config)
     task = run.task
@@ -310,13 +313,13 @@ def add_commands(commands) -> None:
     p = commands.add_parser("experiment", help="the adding or copy-memory task")
     p.add_argument("task", choices=sorted(TASKS))
     add_common_options(p)
-    p.add_argument("--seq-len", type=positive_int, help="T: the distance to remember (default 100)")
+    p.add_argument("--seq-len", type=size, help="T: the distance to remember (default 100)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adam")
     p.add_argument("--clip", type=nonnegative_float, help="clip the global gradient norm (0: off; default 1)")
     p.add_argument("--steps", type=positive_int, help="training steps")
     p.add_argument("--minutes", type=positive_float, help="training time (default 10)")
     p.add_argument("--eval-every", type=positive_int, help="test every N steps (default 100)")
-    p.add_argument("--test-size", type=positive_int, help="test sequences (default 1000)")
+    p.add_argument("--test-size", type=size, help="test sequences (default 1000)")
     p.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (default 1, as Keras)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/TASK-CELL-TT)")
     p.set_defaults(handler=cmd_experiment)
@@ -325,7 +328,7 @@ def add_commands(commands) -> None:
     p.add_argument("--task", choices=sorted(TASKS), help="default adding")
     p.add_argument("--cells", type=cell_list, help="comma-separated cells (default rnn,lstm,gru)")
     add_common_options(p, cell=False, dtype="float64")
-    p.add_argument("--seq-len", type=positive_int, help="T (default 200)")
+    p.add_argument("--seq-len", type=size, help="T (default 200)")
     p.add_argument("--steps", type=nonnegative_int, help="training steps before the second measurement (default 1000)")
     p.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (default 1, as Keras)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/gradflow-TASK-TT)")

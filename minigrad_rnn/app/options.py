@@ -31,6 +31,8 @@ def _number(kind, test, expected):
 
 
 positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+MAX_SIZE = 1 << 20  # a layer size, batch or sequence length beyond this is a typo, not a model
+size = _number(int, lambda v: 1 <= v <= MAX_SIZE, f"a positive integer up to {MAX_SIZE}")
 nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 nonnegative_float = _number(float, lambda v: v >= 0, "a number >= 0")
@@ -60,8 +62,8 @@ def add_common_options(p, *, cell=True, dtype="float32"):
     """The options most subcommands share: cell, sizes, learning rate, seed, dtype."""
     if cell:
         p.add_argument("--cell", choices=sorted(CELLS), help="recurrent cell (default lstm)")
-    p.add_argument("--hidden-size", type=positive_int, help="hidden units per layer")
-    p.add_argument("--batch-size", type=positive_int, help="sequences per batch")
+    p.add_argument("--hidden-size", type=size, help="hidden units per layer")
+    p.add_argument("--batch-size", type=size, help="sequences per batch")
     p.add_argument("--lr", type=positive_float, help="learning rate")
     p.add_argument("--seed", type=nonnegative_int, help="random seed (default 0)")
     p.add_argument("--dtype", choices=["float32", "float64"], help=f"floating-point type (default {dtype})")

@@ -83,12 +83,12 @@ def _lock(out: Path) -> None:
     _LOCKS[key] = f
 
 
-def prepare_out_dir(out: Path, fresh: bool = True) -> Path:
+def prepare_out_dir(out: Path, fresh: bool = True, resumable: bool = True) -> Path:
     """Create the output folder and lock it for this run; a fresh run refuses a folder that already holds
     a checkpoint, and any run a folder that another running minigrad-rnn holds (CommandError)."""
     if fresh and (out / "checkpoint.npz").exists():
-        raise CommandError(f"{out} already holds a run (checkpoint.npz); continue it with --resume {out} "
-                           "or choose another --out")
+        hint = f"continue it with --resume {out} or choose another --out" if resumable else "choose another --out"
+        raise CommandError(f"{out} already holds a run (checkpoint.npz); {hint}")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -155,6 +155,31 @@ def plot_curves(path: Path, series: dict, xlabel: str, ylabel: str, title: str, 
     ax.legend()
     fig.savefig(path, dpi=100)
     return True
+
+
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # weight blocks per recurrent layer (PyTorch's gate_size / H)
+
+
+def recurrent_parameters(cell: str, input_size: int, hidden_size: int, num_layers: int = 1) -> int:
+    """How many parameters ``num_layers`` stacked layers of ``cell`` hold (PyTorch's layout, with biases)."""
+    G, H = GATES[cell], hidden_size
+    return sum(G * H * ((input_size if layer == 0 else H) + H + 2) for layer in range(num_layers))
+
+
+def check_memory(parameters: int, activations: int, dtype, what: str) -> None:
+    """Refuse, before allocating anything, a model whose estimated memory exceeds this machine's.
+
+    The estimate: 4 copies of the parameters (weights, gradients, two Adam moments) and the
+    ``activations`` values one training step keeps, at ``dtype``'s size.  Raises CommandError.
+    """
+    needed = (4 * parameters + activations) * np.dtype(dtype).itemsize
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # no sysconf: no estimate
+        return
+    if needed > available:
+        raise CommandError(f"{what} would need about {needed / 1e9:,.1f} GB ({parameters:,} parameters); this "
+                           f"machine has {available / 1e9:.1f} GB: choose smaller sizes")
 
 
 def load_checkpoint(path: str | Path, check) -> tuple[dict, Path]:

@@ -34,7 +34,9 @@ from .conllu import (
 )
 from .corpus import load_text
 from .errors import CommandError, DataError
-from .options import add_common_options, dropout_probability, nonnegative_float, open_fraction, positive_float, positive_int
+from .options import (
+    add_common_options, dropout_probability, nonnegative_float, open_fraction, positive_float, positive_int, size,
+)
 from .runs import (
     EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, duration, load_checkpoint,
     prepare_out_dir, resolve_config, say, text_digest, write_json,
@@ -276,7 +278,7 @@ def cmd_tag_train(args) -> int:
         train, valid = split_sentences(sentences, config["valid_fraction"], config["seed"])
     except DataError as e:
         raise CommandError(f"{args.data}: {e}") from None
-    out = prepare_out_dir(Path(args.out), fresh=True)
+    out = prepare_out_dir(Path(args.out), fresh=True, resumable=False)  # tag train has no --resume
     write_json(out / "config.json", config)
     run = TaggerTrainer(config, train)
     n_words = sum(len(s.words) for s in train)
@@ -355,7 +357,11 @@ def _percent(x: float, width: int) -> str:
 def cmd_tag_predict(args) -> int:
     """Tag whitespace-tokenized sentences from stdin, one per line, as word/TAG pairs."""
     _, model, vocabs = _load_tagger(args.model)
-    for line in sys.stdin:
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CommandError(f"stdin line {number} is not valid UTF-8 (byte {e.start})") from None
         words = line.split()
         if words:
             (tags,) = predict(model, vocabs, [words])
@@ -376,9 +382,9 @@ def add_commands(commands) -> None:
     p.add_argument("--out", metavar="DIR", required=True, help="output folder")
     p.add_argument("--valid-fraction", type=open_fraction, help="sentences held out for validation (default 0.1)")
     add_common_options(p, cell=False)
-    p.add_argument("--word-size", type=positive_int, help="word embedding size (default 100)")
-    p.add_argument("--char-size", type=positive_int, help="character embedding size (default 32)")
-    p.add_argument("--char-filters", type=positive_int, help="character CNN features per word (default 128)")
+    p.add_argument("--word-size", type=size, help="word embedding size (default 100)")
+    p.add_argument("--char-size", type=size, help="character embedding size (default 32)")
+    p.add_argument("--char-filters", type=size, help="character CNN features per word (default 128)")
     p.add_argument("--dropout", type=dropout_probability, help="dropout (default 0.5)")
     p.add_argument("--word-dropout", type=nonnegative_float, help="alpha of word dropout alpha/(alpha+count)")
     p.add_argument("--clip", type=nonnegative_float, help="clip the global gradient norm (0: off; default 5)")
