@@ -49,8 +49,10 @@ def save(obj, path):
     ``__array__`` objects (e.g. a minigrad Tensor) are saved as
     ``np.asarray(obj)`` and load as ndarrays; shared arrays load as copies.
     Raises TypeError naming the type and key path (``obj['model']['w']``)
-    for anything else, non-str keys or object arrays, before touching the
-    disk; OSError naming ``path`` if its folder is missing or unwritable.
+    for anything else, non-str keys, object arrays or a structure that
+    contains itself, before touching the disk; OSError naming ``path`` if
+    its folder is missing or unwritable, or the write fails (a full disk).
+    Temporary files that earlier saves of ``path`` left when killed are removed.
     """
     path = os.fspath(path)
     arrays = {}
@@ -59,6 +61,7 @@ def save(obj, path):
     arrays[_TREE] = np.frombuffer(header.encode("utf-8"), dtype=np.uint8)
 
     parent, name = os.path.split(os.path.abspath(path))
+    _remove_stale_temporaries(parent, name)
     tmp = os.path.join(parent, f".{name}.{secrets.token_hex(6)}.tmp")
     try:  # "x", not mkstemp: honours the umask instead of forcing 0600
         f = open(tmp, "xb")
@@ -83,6 +86,17 @@ def save(obj, path):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _remove_stale_temporaries(parent: str, name: str):
+    """Delete the temporary files that earlier saves of ``name``, killed mid-write, left in ``parent``."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(parent):
+            stem = entry.name[len(name) + 2:-4]  # ".{name}.{12 hex digits}.tmp"
+            if (entry.name.startswith(f".{name}.") and entry.name.endswith(".tmp") and len(stem) == 12
+                    and all(c in "0123456789abcdef" for c in stem)):
+                with contextlib.suppress(OSError):
+                    os.remove(entry.path)
 
 
 def load(path):

@@ -76,3 +76,41 @@ def test_a_second_run_on_the_same_folder_refuses(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.fixture(scope="module")
+def charlm_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("charlm") / "run"
+    assert main(["train", "--steps", "2", "--hidden-size", "8", "--batch-size", "2", "--seq-len", "8",
+                 "--sample-every", "0", "--out", str(out)]) == 0
+    return mg.load(out / "checkpoint.npz")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda c: c["config"].update(hidden_size=10 ** 7),
+     "config field 'hidden_size' is 10000000; expected an integer >= 1 and <= 1048576"),
+    (lambda c: c["config"].update(num_layers=True), "config field 'num_layers' is True; expected an integer >= 1"),
+    (lambda c: c["config"].update(dropout="0.5"), "config field 'dropout' is '0.5'; expected a probability"),
+    (lambda c: c["config"].update(cell="transformer"), "config field 'cell' is 'transformer'; expected one of gru"),
+    (lambda c: c["config"].update(lr=float("nan")), "config field 'lr' is nan; expected a positive number"),
+    (lambda c: c["config"].pop("seq_len"), "its config lacks 'seq_len'"),
+    (lambda c: c.update(config=[1, 2]), "its config is a list, not a table"),
+    (lambda c: c["model"].update({"embed.weight": np.array(["a", "b"])}),
+     "weight 'embed.weight' is <U1; expected an array of float32"),
+    (lambda c: c["model"].update({"embed.weight": np.ones((3, 4), bool)}),
+     "weight 'embed.weight' is bool; expected an array of float32"),
+    (lambda c: c["model"].update({"embed.weight": np.full((3, 4), np.nan, np.float32)}),
+     "weight 'embed.weight' holds NaN or Inf"),
+    (lambda c: c.update(step=-1), "its step is -1; expected an integer >= 0"),
+])
+def test_no_field_of_a_checkpoint_is_trusted(charlm_checkpoint, damage, message, tmp_path, capsys):
+    import copy
+    checkpoint = copy.deepcopy(charlm_checkpoint)
+    damage(checkpoint)
+    mg.save(checkpoint, tmp_path / "checkpoint.npz")
+    capsys.readouterr()
+    for args in (["sample", "--checkpoint", str(tmp_path), "--length", "5"], ["train", "--resume", str(tmp_path)]):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("minigrad-rnn: error: ") and err.count("\n") == 1, err
+        assert f"{tmp_path / 'checkpoint.npz'} is damaged: {message}" in err, err

@@ -171,3 +171,12 @@ def test_a_failed_write_names_the_file(tmp_path, monkeypatch):
         mg.save({"w": np.zeros(3)}, tmp_path / "ckpt")
     assert info.value.filename == str(tmp_path / "ckpt")
     assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+def test_a_save_removes_the_temporary_files_of_earlier_killed_saves(tmp_path):
+    for token in ("0123456789ab", "ba9876543210"):
+        (tmp_path / f".ckpt.{token}.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".other.0123456789ab.tmp").write_bytes(b"not ours")
+    (tmp_path / ".ckpt.notes.tmp").write_bytes(b"not a save's temporary")
+    mg.save({"w": np.arange(3.0)}, tmp_path / "ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.notes.tmp", ".other.0123456789ab.tmp", "ckpt"]

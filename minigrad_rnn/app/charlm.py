@@ -34,8 +34,9 @@ from .options import (
     positive_float, positive_int, size,
 )
 from .runs import (
-    EXIT_INTERRUPTED, GATES, PROG, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, check_memory, duration,
-    load_checkpoint, plot_curves, prepare_out_dir, recurrent_parameters, resolve_config, say, text_digest, write_json,
+    EXIT_INTERRUPTED, FIELDS, GATES, PROG, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, check_config,
+    check_memory, check_weights, duration, load_checkpoint, plot_curves, prepare_out_dir, recurrent_parameters,
+    resolve_config, say, text_digest, write_json,
 )
 from .vocab import Vocabulary
 # Defaults of `train` for a named --data file: tuned for 10 minutes on tinyshakespeare (2 cores).
@@ -50,6 +51,15 @@ BUILTIN_DEFAULTS = {**TRAIN_DEFAULTS, "minutes": 2.0, "eval_every": 100, "sample
 # What a resumed run may change: only how long and how verbosely it goes on.
 RUN_OPTIONS = ("steps", "minutes", "eval_every", "sample_every", "sample_length")
 
+# what each config field of a checkpoint must be (runs.FIELDS), as if typed on the command line
+CONFIG_FIELDS = {
+    "cell": ((lambda v: v in CELLS), f"one of {', '.join(sorted(CELLS))}"), "hidden_size": "size",
+    "num_layers": "size", "dropout": "probability", "embedding_size": "size", "seq_len": "size", "batch_size": "size",
+    "lr": "positive", "optimizer": ((lambda v: v in OPTIMIZERS), f"one of {', '.join(sorted(OPTIMIZERS))}"),
+    "clip": "nonnegative", "steps": "count", "minutes": "minutes", "dtype": "dtype", "seed": "nonnegative_int",
+    "eval_every": "positive_int", "sample_every": "nonnegative_int", "sample_length": "positive_int",
+    "data": "path", "data_sha256": "digest",
+}
 CHECKPOINT_KIND = "minigrad-rnn char-lm"
 CHECKPOINT_VERSION = 1
 EVAL_STREAMS = 64  # evaluation runs no backward pass, so it can afford many parallel streams
@@ -246,8 +256,12 @@ def check_checkpoint(checkpoint, where: str) -> dict:
     check_checkpoint_header(checkpoint, where, CHECKPOINT_KIND, CHECKPOINT_VERSION, "character language model")
     missing = [k for k in ("config", "vocab", "step", "model", "optimizer", "data", "state", "rng")
                if k not in checkpoint]
-    if missing or not isinstance(checkpoint["config"], dict):
-        raise DataError(f"{where} is damaged: it lacks {', '.join(missing) or 'a config'}")
+    if missing:
+        raise DataError(f"{where} is damaged: it lacks {', '.join(missing)}")
+    config = check_config(checkpoint["config"], CONFIG_FIELDS, where)
+    check_weights(checkpoint["model"], where, config["dtype"])
+    if not FIELDS["nonnegative_int"][0](checkpoint["step"]):
+        raise DataError(f"{where} is damaged: its step is {checkpoint['step']!r}; expected an integer >= 0")
     return checkpoint
 
 

@@ -8,6 +8,7 @@ from minigrad import optim
 
 from ..layers import GRU, LSTM, RNN
 from .errors import UsageError
+from .runs import MAX_SIZE  # a layer size, batch or sequence length beyond it is a typo, not a model
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 OPTIMIZERS = {"adam": optim.Adam, "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad, "sgd": optim.SGD}
@@ -31,7 +32,6 @@ def _number(kind, test, expected):
 
 
 positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-MAX_SIZE = 1 << 20  # a layer size, batch or sequence length beyond this is a typo, not a model
 size = _number(int, lambda v: 1 <= v <= MAX_SIZE, f"a positive integer up to {MAX_SIZE}")
 nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a positive number")

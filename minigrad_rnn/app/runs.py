@@ -157,6 +157,73 @@ def plot_curves(path: Path, series: dict, xlabel: str, ylabel: str, title: str, 
     return True
 
 
+# --------------------------------------------------------------------------- what a checkpoint may hold
+def _integer(low, high=None):
+    def check(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+    return check, f"an integer >= {low}" + ("" if high is None else f" and <= {high}")
+
+
+def _number(test, expected):
+    def check(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and test(v)
+    return check, expected
+
+
+def _optional(field):
+    check, expected = field
+    return (lambda v: v is None or check(v)), f"{expected} or null"
+
+
+def _one_of(*choices):
+    return (lambda v: isinstance(v, str) and v in choices), f"one of {', '.join(choices)}"
+
+
+MAX_SIZE = 1 << 20  # as the command line's size options
+FIELDS = {  # every config field a checkpoint may hold, checked as if typed on the command line
+    "size": _integer(1, MAX_SIZE),
+    "count": _optional(_integer(1)),
+    "nonnegative_int": _integer(0),
+    "positive_int": _integer(1),
+    "minutes": _optional(_number(lambda v: v > 0, "a positive number")),
+    "positive": _number(lambda v: v > 0, "a positive number"),
+    "nonnegative": _number(lambda v: v >= 0, "a number >= 0"),
+    "probability": _number(lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+    "fraction": _number(lambda v: 0 < v < 1, "a fraction in (0, 1)"),
+    "finite": _number(lambda v: True, "a number"),
+    "dtype": _one_of("float32", "float64"),
+    "path": ((lambda v: v is None or isinstance(v, str)), "a path or null"),
+    "digest": ((lambda v: isinstance(v, str) and len(v) == 64), "a SHA-256 hex digest"),
+}
+
+
+def check_config(config, schema: dict, where: str) -> dict:
+    """``config`` if it has every field of ``schema`` ({name: kind of FIELDS, or a check pair}) and each
+    is valid; else one DataError naming ``where``, the field, its value and what was expected."""
+    if not isinstance(config, dict):
+        raise DataError(f"{where} is damaged: its config is a {type(config).__name__}, not a table")
+    for name, kind in schema.items():
+        if name not in config:
+            raise DataError(f"{where} is damaged: its config lacks {name!r}")
+        check, expected = FIELDS[kind] if isinstance(kind, str) else kind
+        if not check(config[name]):
+            raise DataError(f"{where} is damaged: config field {name!r} is {config[name]!r}; expected {expected}")
+    return config
+
+
+def check_weights(weights, where: str, dtype) -> dict:
+    """``weights`` if it maps names to finite arrays of ``dtype`` (the model's); else one DataError."""
+    if not isinstance(weights, dict):
+        raise DataError(f"{where} is damaged: its weights are a {type(weights).__name__}, not a table")
+    for name, value in weights.items():
+        if not isinstance(value, np.ndarray) or value.dtype != np.dtype(dtype):
+            got = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+            raise DataError(f"{where} is damaged: weight {name!r} is {got}; expected an array of {np.dtype(dtype)}")
+        if not np.isfinite(value).all():
+            raise DataError(f"{where} is damaged: weight {name!r} holds NaN or Inf")
+    return weights
+
+
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # weight blocks per recurrent layer (PyTorch's gate_size / H)
 
 

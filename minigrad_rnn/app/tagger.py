@@ -38,8 +38,8 @@ from .options import (
     add_common_options, dropout_probability, nonnegative_float, open_fraction, positive_float, positive_int, size,
 )
 from .runs import (
-    EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, duration, load_checkpoint,
-    prepare_out_dir, resolve_config, say, text_digest, write_json,
+    EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, check_config, check_weights, duration,
+    load_checkpoint, prepare_out_dir, resolve_config, say, text_digest, write_json,
 )
 from .vocab import Vocabulary
 
@@ -50,6 +50,13 @@ TAG_DEFAULTS = {
     "valid_fraction": 0.1, "seed": 0, "dtype": "float32",
 }
 
+# what each config field of a checkpoint must be (runs.FIELDS), as if typed on the command line
+CONFIG_FIELDS = {
+    "word_size": "size", "char_size": "size", "char_filters": "size", "hidden_size": "size", "dropout": "probability",
+    "word_dropout": "nonnegative", "batch_size": "size", "lr": "positive", "clip": "nonnegative", "epochs": "count",
+    "minutes": "minutes", "valid_fraction": "fraction", "seed": "nonnegative_int", "dtype": "dtype", "data": "path",
+    "data_sha256": "digest",
+}
 CHECKPOINT_KIND = "minigrad-rnn tagger"
 CHECKPOINT_VERSION = 1
 MAX_WORD_LEN = 20  # longer words keep their first 20 characters
@@ -192,7 +199,13 @@ class TaggerTrainer:
 
 def check_checkpoint(checkpoint, where: str) -> dict:
     """The checkpoint dict if it is a tagger checkpoint this version reads, else DataError."""
-    return check_checkpoint_header(checkpoint, where, CHECKPOINT_KIND, CHECKPOINT_VERSION, "tagger")
+    check_checkpoint_header(checkpoint, where, CHECKPOINT_KIND, CHECKPOINT_VERSION, "tagger")
+    missing = [k for k in ("config", "vocab", "model") if k not in checkpoint]
+    if missing:
+        raise DataError(f"{where} is damaged: it lacks {', '.join(missing)}")
+    config = check_config(checkpoint["config"], CONFIG_FIELDS, where)
+    check_weights(checkpoint["model"], where, config["dtype"])
+    return checkpoint
 
 
 def load_tagger(checkpoint: dict) -> tuple[Tagger, Vocabularies]:
