@@ -164,7 +164,7 @@ def _integer(low, high=None):
     return check, f"an integer >= {low}" + ("" if high is None else f" and <= {high}")
 
 
-def _number(test, expected):
+def _finite_number(test, expected):
     def check(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and test(v)
     return check, expected
@@ -185,12 +185,12 @@ FIELDS = {  # every config field a checkpoint may hold, checked as if typed on t
     "count": _optional(_integer(1)),
     "nonnegative_int": _integer(0),
     "positive_int": _integer(1),
-    "minutes": _optional(_number(lambda v: v > 0, "a positive number")),
-    "positive": _number(lambda v: v > 0, "a positive number"),
-    "nonnegative": _number(lambda v: v >= 0, "a number >= 0"),
-    "probability": _number(lambda v: 0 <= v < 1, "a probability in [0, 1)"),
-    "fraction": _number(lambda v: 0 < v < 1, "a fraction in (0, 1)"),
-    "finite": _number(lambda v: True, "a number"),
+    "minutes": _optional(_finite_number(lambda v: v > 0, "a positive number")),
+    "positive": _finite_number(lambda v: v > 0, "a positive number"),
+    "nonnegative": _finite_number(lambda v: v >= 0, "a number >= 0"),
+    "probability": _finite_number(lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+    "fraction": _finite_number(lambda v: 0 < v < 1, "a fraction in (0, 1)"),
+    "finite": _finite_number(lambda v: True, "a number"),
     "dtype": _one_of("float32", "float64"),
     "path": ((lambda v: v is None or isinstance(v, str)), "a path or null"),
     "digest": ((lambda v: isinstance(v, str) and len(v) == 64), "a SHA-256 hex digest"),
