@@ -25,6 +25,7 @@ import functools
 import inspect
 import itertools
 import traceback
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -476,9 +477,45 @@ def _accumulate_leaf_grad(t, g, create_graph: bool):
         t.grad._data += g._data
 
 
+def _owner(array: np.ndarray) -> np.ndarray:
+    """The array that owns ``array``'s memory: NumPy gives every view the owner as its ``base``."""
+    return array if array.base is None or not isinstance(array.base, np.ndarray) else array.base
+
+
+class _MemoryChanges:
+    """The tick of the last in-place change of each block of memory, kept by the array owning it.
+
+    A view or a detached tensor changed in place thereby marks the memory every other tensor over
+    it shares, as PyTorch's shared version counter does, at no cost to ops (which never write in
+    place): only backward, after the clock moved, looks here.  Freed arrays are forgotten now and then.
+    """
+
+    def __init__(self):
+        self.ticks = {}  # id(owner) -> (tick, weak reference to the owner)
+        self.prune_at = 1024
+
+    def mark(self, array: np.ndarray) -> None:
+        owner = _owner(array)
+        try:
+            self.ticks[id(owner)] = (CLOCK.tick, weakref.ref(owner))
+        except TypeError:  # takes no weak reference: then no other tensor views it
+            return
+        if len(self.ticks) > self.prune_at:
+            self.ticks = {k: v for k, v in self.ticks.items() if v[1]() is not None}
+            self.prune_at = max(2 * len(self.ticks), 1024)
+
+    def changed_since(self, array: np.ndarray, clock: int) -> bool:
+        owner = _owner(array)
+        changed = self.ticks.get(id(owner))
+        return changed is not None and changed[0] > clock and changed[1]() is owner
+
+
+MEMORY = _MemoryChanges()
+
+
 def _changed_since(t, clock: int) -> bool:
     """Whether ``t``, or a tensor sharing its memory (a view, a detached copy), was changed in place after ``clock``."""
-    return t._changed_at > clock or (t._base is not None and t._base.changed_at > clock)
+    return t._changed_at > clock or MEMORY.changed_since(t._data, clock)
 
 
 def _check_versions(t, entry):

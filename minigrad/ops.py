@@ -25,21 +25,10 @@ import numpy as np
 
 from . import _kernels as K
 from .extend import Op, defvjp, defvjp_argnum, primitive, trust
-from .tensor import Tensor, _Memory, as_operand
+from .tensor import Tensor, as_operand
 
 _const = Tensor._from_array  # a constant tensor around an array
 _record = Tensor._from_op  # the output of an op, on the tape if an input requires grad
-
-
-def _record_view(op, data, x: Tensor, params) -> Tensor:
-    """The output of an op that may return a view of ``x``'s memory: then in-place changes of either count for both."""
-    out = _record(op, data, (x,), params)
-    base = data.base  # NumPy gives a view the array owning the memory as its base
-    if base is not None and (base is x._data or base is x._data.base):
-        if x._base is None:
-            x._base = _Memory()
-        out._base = x._base
-    return out
 
 
 # ----------------------------------------------------------------------------- constructors
@@ -205,7 +194,7 @@ def broadcast_to(x, shape) -> Tensor:
         data = np.broadcast_to(x._data, shape)
     except ValueError:
         raise ValueError(f"broadcast_to: cannot broadcast a tensor of shape {x.shape} to shape {shape}") from None
-    return _record_view(BROADCAST_TO, data, x, {"shape": shape})
+    return _record(BROADCAST_TO, data, (x,), {"shape": shape})
 
 
 # ----------------------------------------------------------------------------- matmul
@@ -408,7 +397,7 @@ def reshape(x, *shape) -> Tensor:
         raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} ({x.size} elements) into shape {shape}") from None
     if data.shape == x.shape:
         return x
-    return _record_view(RESHAPE, data, x, {"shape": data.shape})
+    return _record(RESHAPE, data, (x,), {"shape": data.shape})
 
 
 def transpose(x, *axes) -> Tensor:
@@ -426,7 +415,7 @@ def transpose(x, *axes) -> Tensor:
         axes = tuple(int(a) % builtins.max(x.ndim, 1) for a in axes)
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape {x.shape}")
-    return _record_view(TRANSPOSE, x._data.transpose(axes), x, {"axes": axes})
+    return _record(TRANSPOSE, x._data.transpose(axes), (x,), {"axes": axes})
 
 
 def swapaxes(x, axis1: int, axis2: int) -> Tensor:
@@ -463,7 +452,7 @@ def flip(x, axis=None) -> Tensor:
     """Reverse the order of elements along ``axis`` (all axes if None), as ``np.flip``."""
     x = as_operand(x)
     axis = _normalize_axis(axis, x.ndim, "flip")
-    return _record_view(FLIP, FLIP.forward(x._data, axis=axis), x, {"axis": axis})
+    return _record(FLIP, FLIP.forward(x._data, axis=axis), (x,), {"axis": axis})
 
 
 def astype(x, dtype) -> Tensor:
@@ -575,7 +564,7 @@ def _getitem(x: Tensor, index, basic: bool) -> Tensor:
         data = x._data[index]
     except (IndexError, TypeError, ValueError) as error:
         raise IndexError(f"getitem: invalid index for a tensor of shape {x.shape}: {error}") from None
-    return _record_view(GETITEM, data, x, {"index": index, "basic": basic})
+    return _record(GETITEM, data, (x,), {"index": index, "basic": basic})
 
 
 def getitem(x, index) -> Tensor:

@@ -52,8 +52,7 @@ class Tensor:
         TypeError: non-numeric data, or ``requires_grad=True`` on integer/bool data.
     """
 
-    __slots__ = ("_data", "_requires_grad", "grad", "_entry", "_changed_at", "_base", "_hooks", "_retains_grad",
-                 "__weakref__")
+    __slots__ = ("_data", "_requires_grad", "grad", "_entry", "_changed_at", "_hooks", "_retains_grad", "__weakref__")
     # NumPy must hand mixed expressions (ndarray * Tensor) to our reflected operators.
     __array_ufunc__ = None
 
@@ -65,7 +64,6 @@ class Tensor:
         self.grad = None
         self._entry = None
         self._changed_at = 0
-        self._base = None
         self._hooks = None
         self._retains_grad = False
 
@@ -79,7 +77,6 @@ class Tensor:
         t.grad = None
         t._entry = None
         t._changed_at = 0
-        t._base = None  # a _Memory shared with the tensors whose memory this one views, or that view it
         t._hooks = None
         t._retains_grad = False
         return t
@@ -191,15 +188,7 @@ class Tensor:
         An in-place change of the detached tensor counts as a change of this one, so backward
         still refuses values it saved (PyTorch's shared version counter).
         """
-        t = Tensor._from_array(self._data)
-        self._shares_memory_with(t)
-        return t
-
-    def _shares_memory_with(self, view: "Tensor"):
-        """Record that ``view`` views this tensor's memory: an in-place change of either counts for both."""
-        if self._base is None:
-            self._base = _Memory()
-        view._base = self._base
+        return Tensor._from_array(self._data)
 
     @property
     def requires_grad(self) -> bool:
@@ -258,11 +247,10 @@ class Tensor:
         return self
 
     def _mark_changed(self):
-        """Record an in-place change (see ``autograd.TapeEntry.clock``), also on the tensor it views."""
+        """Record an in-place change (see ``autograd.TapeEntry.clock``), also of the memory it shares."""
         CLOCK.tick += 1
         self._changed_at = CLOCK.tick
-        if self._base is not None:
-            self._base.changed_at = CLOCK.tick
+        autograd.MEMORY.mark(self._data)
 
     def add_(self, other, alpha=1):
         """In place: self += alpha * other (no grad recorded)."""
@@ -294,15 +282,6 @@ class Tensor:
     def __setitem__(self, index, value):
         value = value._data if isinstance(value, Tensor) else value
         self._inplace("__setitem__", lambda d: d.__setitem__(index, value))
-
-
-class _Memory:
-    """The tick of the last in-place change of any tensor over one block of memory (PyTorch's shared version counter)."""
-
-    __slots__ = ("changed_at",)
-
-    def __init__(self):
-        self.changed_at = 0
 
 
 class _HookHandle:
