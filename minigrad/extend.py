@@ -78,7 +78,7 @@ class Op:
         if len(self.rules) > len(tensors):
             raise ValueError(
                 f"{self.name}: has VJP rules for {len(self.rules)} inputs but was called with {len(tensors)}")
-        if len(self.vjps) < len(tensors) and self.argnum_rule is None:  # inputs without rules
+        if self.argnum_rule is None and len(self.vjps) < len(tensors):  # inputs without rules
             self.vjps += tuple(self._wrap(i, None) for i in range(len(self.vjps), len(tensors)))
         data = self.forward(*(t._data for t in tensors), **params)
         if type(data) is not np.ndarray:
@@ -90,12 +90,6 @@ class Op:
         if data.dtype.kind not in "biuf":
             raise TypeError(f"{self.name}: forward returned an array of dtype {data.dtype}; expected a numeric dtype")
         return Tensor._from_op(self, data, tensors, params)
-
-    def vjp(self, i: int, g: Tensor, ans: Tensor, inputs: tuple, params: dict) -> Tensor:
-        """The cotangent of input ``i``, as reverse mode computes it (in the input's dtype)."""
-        gx = self.vjps[i](g, ans, *inputs, **params)
-        dtype = inputs[i]._data.dtype
-        return gx if gx._data.dtype is dtype or gx._data.dtype == dtype else gx.astype(dtype)
 
     def _wrap(self, i: int, rule):
         """The function ``vjps[i]`` for a declared ``rule``: checked (a user's op) or as it is (a trusted one)."""
@@ -156,9 +150,6 @@ class _ArgnumVJPs:
             gx = op.argnum_rule(i, g, ans, inputs, **params)
             return gx if op.trusted else op._conform(gx, inputs[i]._data, i)
         return argnum_vjp
-
-    def __len__(self):
-        return 0
 
 
 def _sum_to(g: Tensor, shape) -> Tensor:
