@@ -28,15 +28,16 @@ def sigmoid(a: np.ndarray) -> np.ndarray:
 
     The two-branch stable form: with z = exp(-|a|) <= 1 (never overflows), sigmoid is 1 / (1 + z)
     for a >= 0 and z / (1 + z) below, so it reaches 0 and 1 as the dtype's rounding does, with
-    no warning (underflow of z to 0 is exact).  One new array and two temporaries.
+    no warning (underflow of z to 0 is exact).  One new array and one temporary.
     """
     a = a if a.dtype.kind == "f" else a.astype(np.float64)
     z = np.abs(a, out=np.empty_like(a))
     np.negative(z, out=z)
     np.exp(z, out=z)  # z = exp(-|a|)
-    denominator = z + 1
     # the numerator, 1 for a >= 0 and z below, by np.where: a masked copyto or ufunc runs 3x slower
-    return np.divide(np.where(a < 0, z, 1), denominator, out=z)
+    numerator = np.where(a < 0, z, 1)
+    z += 1  # the denominator
+    return np.divide(numerator, z, out=numerator)
 
 
 # tanh and sigmoid get fused backward kernels (as PyTorch's tanh_backward): one NumPy pass
