@@ -1,39 +1,48 @@
-"""Safe, atomic checkpoints: ``save(obj, path)`` and ``load(path)``.
+"""Safe, atomic checkpoints: ``save(obj, path)`` and ``load(path)``, as safetensors files.
 
-Format: a plain NumPy ``.npz`` (zip) with arrays as entries ``arr_0``,
-``arr_1``, ... and an entry ``tree``: UTF-8 JSON in a uint8 array, shaped
-``{"format": "minigrad-checkpoint", "version": 1, "tree": node}``. A node is
-null, true/false, a string, or one of ``{"int": hex}``, ``{"float": repr}``,
-``{"dict": [[key, node], ...]}``, ``{"list": [...]}``, ``{"tuple": [...]}``,
-``{"array": i}`` or ``{"scalar": i}`` (``arr_i``, 0-d, keeps its dtype).
+Format: a `safetensors <https://github.com/huggingface/safetensors>`_ file (the pickle-free
+format of PyTorch and Hugging Face). Every array is a tensor named by its path in ``obj``
+(``model.cell.weight_ih``, ``optimizer.moments.0``), so a saved ``state_dict`` loads in
+PyTorch with ``safetensors.torch.load_file`` + ``load_state_dict``. The header's
+``__metadata__`` holds ``format`` (``"minigrad-checkpoint"``), ``version`` (``"2"``),
+``tree`` and ``sha256``. ``tree`` is JSON: a node is null, true/false, a string, or one of
+``{"int": hex}``, ``{"float": repr}``, ``{"dict": [[key, node], ...]}``, ``{"list": [...]}``,
+``{"tuple": [...]}``, ``{"tensor": name}`` or ``{"scalar": name}`` (a 0-d tensor loaded as a
+NumPy scalar). ``sha256`` maps each tensor name to the SHA-256 of its bytes: safetensors has
+no checksum of its own, and a flipped bit in a weight must not load silently.
 
-Safety: nothing is ever unpickled (``allow_pickle=False`` both ways); all
-entries are read eagerly, so zip CRCs are checked and the file is closed; a
-file that is not an intact checkpoint raises ``CheckpointError`` and is
-never half-loaded. Atomicity: ``save`` writes a hidden temporary file in the
-target's folder, fsyncs it and ``os.replace``-s it onto the target, so a
-crash, full disk or Ctrl-C mid-save leaves the old file intact and no litter.
+Safety: nothing is ever unpickled. The header's length is checked against the file's size
+before anything is read, the safetensors library checks that the declared tensors exactly
+fill the file, the tree and every checksum are verified, and only then is anything returned:
+a file that is not an intact checkpoint raises ``CheckpointError`` and is never half-loaded.
+A safetensors file written by another program (no minigrad metadata) loads as a flat
+``{name: ndarray}``. Atomicity: ``save`` writes a hidden temporary file in the target's
+folder, fsyncs it and ``os.replace``-s it onto the target, so a crash, full disk or Ctrl-C
+mid-save leaves the old file intact; temporaries left by killed saves are removed next time.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
-import zipfile
-import zlib
+import stat
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load as _load_safetensors
+from safetensors.numpy import save as _save_safetensors
 
-__all__ = ["save", "load", "CheckpointError"]
+__all__ = ["CheckpointError", "load", "save"]
 
-_FORMAT, _VERSION, _TREE = "minigrad-checkpoint", 1, "tree"
+_FORMAT, _VERSION = "minigrad-checkpoint", "2"
 _TAGS = {"dict": list, "list": list, "tuple": list, "int": str, "float": str,
-         "array": int, "scalar": int}  # tag -> JSON type of its value
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # archive with entries / empty
-# What reading a damaged zip or .npy entry raises (found by fuzzing; zipfile
-# raises RuntimeError or NotImplementedError for mangled flag/method fields).
-_READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError, KeyError,
-                MemoryError, zipfile.BadZipFile, zlib.error)
+         "tensor": str, "scalar": str}  # tag -> JSON type of its value
+# The dtypes a safetensors file holds (safetensors.numpy's table; bfloat16 and fp8 have no NumPy dtype).
+_DTYPES = frozenset(map(np.dtype, ["bool", "u1", "i1", "u2", "i2", "f2", "u4", "i4", "f4", "c8", "u8", "i8",
+                                   "f8"]))
+_OURS = frozenset({"format", "version", "tree", "sha256"})  # any of them: a file of ours, checked whole
+_HEADER_LIMIT = 100 * 2**20  # the safetensors library's own limit on the JSON header
 
 
 class CheckpointError(ValueError):
@@ -41,25 +50,32 @@ class CheckpointError(ValueError):
 
 
 def save(obj, path):
-    """Atomically write ``obj`` to exactly ``path`` (str or os.PathLike).
+    """Atomically write ``obj`` to exactly ``path`` (str or os.PathLike) as a safetensors file.
 
-    ``obj`` nests dicts (str keys, order kept), lists, tuples, None, bool,
-    int (any size), float (incl. nan/inf; NaN payloads survive only in NumPy
-    values), str, ndarrays (bit-exact) and NumPy scalars (dtype kept). Other
-    ``__array__`` objects (e.g. a minigrad Tensor) are saved as
-    ``np.asarray(obj)`` and load as ndarrays; shared arrays load as copies.
-    Raises TypeError naming the type and key path (``obj['model']['w']``)
-    for anything else, non-str keys, object arrays or a structure that
-    contains itself, before touching the disk; OSError naming ``path`` if
-    its folder is missing or unwritable, or the write fails (a full disk).
-    Temporary files that earlier saves of ``path`` left when killed are removed.
+    ``obj`` nests dicts (str keys, order kept), lists, tuples, None, bool, int (any size), float
+    (incl. nan/inf), str, ndarrays and NumPy scalars of a dtype safetensors holds (bool, int and
+    uint of 8-64 bits, float16/32/64, complex64; bit-exact, NaN payloads kept). Other
+    ``__array__`` objects (e.g. a minigrad Tensor) are saved as ``np.asarray(obj)`` and load as
+    ndarrays; shared arrays load as copies, Fortran-ordered ones as C-ordered, ``np.str_`` as str.
+
+    Raises TypeError naming the type and key path (``obj['model']['w']``) for anything else,
+    non-str keys, other dtypes (str, datetime, complex128, object) or a structure that contains
+    itself, before touching the disk; OSError naming ``path`` if its folder is missing or
+    unwritable, or the write fails (a full disk).
     """
     path = os.fspath(path)
-    arrays = {}
-    tree = _encode(obj, arrays, "obj", set())
-    header = json.dumps({"format": _FORMAT, "version": _VERSION, "tree": tree})
-    arrays[_TREE] = np.frombuffer(header.encode("utf-8"), dtype=np.uint8)
+    tensors = {}
+    tree = _encode(obj, tensors, (), "obj", set())
+    metadata = {"format": _FORMAT, "version": _VERSION, "tree": json.dumps(tree),
+                "sha256": json.dumps({name: _sha256(t) for name, t in tensors.items()})}
+    _write_atomically(path, _save_safetensors(tensors, metadata=metadata))
 
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()).hexdigest()
+
+
+def _write_atomically(path: str, data: bytes):
     parent, name = os.path.split(os.path.abspath(path))
     _remove_stale_temporaries(parent, name)
     tmp = os.path.join(parent, f".{name}.{secrets.token_hex(6)}.tmp")
@@ -68,8 +84,8 @@ def save(obj, path):
     except OSError as e:
         raise OSError(e.errno, e.strerror, path) from e
     try:
-        with f:  # a file object, so np.savez does not append ".npz"
-            np.savez(f, allow_pickle=False, **arrays)
+        with f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -102,63 +118,90 @@ def _remove_stale_temporaries(parent: str, name: str):
 def load(path):
     """Return the object saved at ``path`` by ``save``, types as saved.
 
-    Raises FileNotFoundError if ``path`` does not exist, and CheckpointError
-    (a ValueError naming the path and the problem) for anything that is not
-    an intact minigrad checkpoint: a foreign or non-zip file, a truncated or
-    corrupted one, one holding a pickled object array, a malformed structure.
+    A safetensors file without minigrad's metadata (e.g. written by
+    ``safetensors.torch.save_file(module.state_dict(), path)``) loads as ``{name: ndarray}`` in
+    the file's order, ready for ``Module.load_state_dict``.
+
+    Raises FileNotFoundError if ``path`` does not exist, and CheckpointError (a ValueError naming
+    the path and the problem) for anything that is not an intact checkpoint: not a regular file,
+    not a safetensors file (an ``.npz`` of minigrad 0.1 included), a header claiming more bytes
+    than the file holds, a truncated or corrupted file, a tensor that fails its checksum, a
+    dtype NumPy lacks (bfloat16), a malformed structure, a newer version.
     """
     def refuse(problem):
         return CheckpointError(f"cannot load {os.fspath(path)!r}: {problem}")
 
     with open(path, "rb") as f:
-        if f.read(4) not in _ZIP_MAGIC:
-            raise refuse("not a minigrad checkpoint (not an .npz archive)")
-        f.seek(0)
-        try:
-            with np.load(f, allow_pickle=False) as npz:
-                # Read everything now: CRCs get checked and no handle leaks.
-                entries = {name: npz[name] for name in npz.files}
-        except _READ_ERRORS as e:
-            if "allow_pickle" in str(e):  # numpy refusing an object array
-                problem = "holds a pickled object array; refusing to load it"
-                raise refuse(problem) from e
-            raise refuse(f"truncated or corrupted ({e!r})") from e
-
-    raw = entries.get(_TREE)
-    if not (isinstance(raw, np.ndarray) and raw.dtype == np.uint8
-            and raw.ndim == 1):
-        raise refuse(f"not a minigrad checkpoint (no {_TREE!r} entry)")
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise refuse("not a regular file")
+        prefix = f.read(8)
+        if prefix[:2] == b"PK":
+            raise refuse("not a minigrad checkpoint (an .npz archive; minigrad now saves safetensors files)")
+        header_size = int.from_bytes(prefix, "little")
+        if len(prefix) < 8 or header_size > _HEADER_LIMIT:
+            raise refuse("not a minigrad checkpoint (not a safetensors file)")
+        if header_size > info.st_size - 8:
+            raise refuse(f"truncated or corrupted (its header claims {header_size} bytes, the file holds "
+                         f"{info.st_size})")
+        data = prefix + f.read(info.st_size - 8)  # the size is checked, so this read is bounded
     try:
-        header = json.loads(raw.tobytes().decode("utf-8"))
-    except (ValueError, RecursionError) as e:
-        raise refuse(f"malformed structure ({e!r})") from e
-    if not isinstance(header, dict) or header.get("format") != _FORMAT:
-        raise refuse("not a minigrad checkpoint (no format marker)")
-    if (version := header.get("version")) != _VERSION:
-        raise refuse(f"unsupported checkpoint version {version!r} "
-                     f"(this minigrad reads version {_VERSION})")
+        header = json.loads(data[8:8 + header_size])
+        tensors = _load_safetensors(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise refuse(f"not a minigrad checkpoint (the header is not JSON: {e})") from e
+    except KeyError as e:  # safetensors.numpy's dtype table lacks it
+        raise refuse(f"holds a tensor of dtype {e.args[0]}, which NumPy cannot represent") from e
+    except SafetensorError as e:
+        raise refuse(f"truncated or corrupted ({e})") from e
+
+    metadata = header.get("__metadata__") or {}
+    if not _OURS & set(metadata):  # written by another program: its tensors, as they are
+        return {name: tensors[name] for name in header if name != "__metadata__"}
+    if metadata.get("format") != _FORMAT:
+        raise refuse(f"not a minigrad checkpoint (format {metadata.get('format')!r})")
+    if (version := metadata.get("version")) != _VERSION:
+        raise refuse(f"unsupported checkpoint version {version!r} (this minigrad reads version {_VERSION})")
     try:
-        return _decode(header["tree"], entries)
-    except (KeyError, ValueError, RecursionError) as e:
+        checksums = json.loads(metadata["sha256"])
+        if not isinstance(checksums, dict) or set(checksums) != set(tensors):
+            raise ValueError("the checksums do not list exactly the file's tensors")
+        for name, array in tensors.items():
+            if checksums[name] != _sha256(array):
+                raise refuse(f"tensor {name!r} does not match its SHA-256 (the file is corrupted)")
+        unused = set(tensors)
+        obj = _decode(json.loads(metadata["tree"]), tensors, unused)
+        if unused:
+            raise ValueError(f"tensors {sorted(unused)[:5]} are not in the tree")
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise refuse(f"malformed structure ({e!r})") from e
+    return obj
 
 
-def _encode(obj, arrays, where, open_containers: set):
-    """JSON-able description of ``obj``; arrays are appended to ``arrays``.
+def _encode(obj, tensors, keys: tuple, where: str, open_containers: set):
+    """JSON-able description of ``obj``; its arrays are added to ``tensors`` under their paths.
 
-    ``open_containers`` holds the ids of the containers being encoded around ``obj``: meeting
-    one again means the structure contains itself (TypeError, not a RecursionError).
+    ``keys`` is ``obj``'s path (joined with dots it names a tensor); ``where`` spells it for
+    errors. ``open_containers`` holds the ids of the containers being encoded around ``obj``:
+    meeting one again means the structure contains itself (TypeError, not a RecursionError).
     """
-    # First: NumPy scalars have __array__, and np.float64 is also a float.
+    if isinstance(obj, str):  # np.str_ too (it has __array__, but safetensors holds no strings)
+        return str(obj)
+    # Then: NumPy scalars have __array__, and np.float64 is also a float.
     if hasattr(obj, "__array__"):
-        arr = np.asarray(obj)
-        if arr.dtype.hasobject:
-            raise TypeError(f"cannot save array of dtype {arr.dtype} at {where}"
-                            ": object arrays would need pickle")
-        arrays[f"arr_{len(arrays)}"] = arr
-        tag = "scalar" if isinstance(obj, np.generic) else "array"
-        return {tag: len(arrays) - 1}
-    if obj is None or isinstance(obj, (bool, str)):
+        array = np.asarray(obj)
+        little_endian = array.dtype.newbyteorder("<")
+        if little_endian not in _DTYPES:
+            raise TypeError(f"cannot save array of dtype {array.dtype} at {where}: a safetensors file "
+                            "holds bool, (u)int8-64, float16/32/64 and complex64 tensors")
+        name = ".".join(keys) or "tensor"
+        while name in tensors:  # {"a.b": x, "a": {"b": y}} would share a name
+            name += "~"
+        tensors[name] = np.array(array, dtype=little_endian, order="C", copy=None)
+        return {"scalar" if isinstance(obj, np.generic) else "tensor": name}
+    if obj is None or isinstance(obj, bool):
         return obj
     if isinstance(obj, int):  # hex: exact, and free of str(int)'s digit limit
         return {"int": hex(obj)}
@@ -170,28 +213,28 @@ def _encode(obj, arrays, where, open_containers: set):
                             "containers")
         open_containers.add(id(obj))
         try:
-            return _encode_container(obj, arrays, where, open_containers)
+            return _encode_container(obj, tensors, keys, where, open_containers)
         finally:
             open_containers.discard(id(obj))
     raise TypeError(f"cannot save object of type {type(obj).__name__} at "
                     f"{where}: not a container, number, str or array")
 
 
-def _encode_container(obj, arrays, where, open_containers: set):
+def _encode_container(obj, tensors, keys: tuple, where: str, open_containers: set):
     if isinstance(obj, dict):
         for key in obj:
             if not isinstance(key, str):
                 raise TypeError(f"dict keys must be str, got {type(key).__name__}"
                                 f" key {key!r} in {where}")
-        return {"dict": [[k, _encode(v, arrays, f"{where}[{k!r}]", open_containers)]
+        return {"dict": [[k, _encode(v, tensors, (*keys, k), f"{where}[{k!r}]", open_containers)]
                          for k, v in obj.items()]}
     tag = "tuple" if isinstance(obj, tuple) else "list"
-    return {tag: [_encode(v, arrays, f"{where}[{i}]", open_containers)
+    return {tag: [_encode(v, tensors, (*keys, str(i)), f"{where}[{i}]", open_containers)
                   for i, v in enumerate(obj)]}
 
 
-def _decode(node, arrays):
-    """Inverse of ``_encode``; raises ValueError if the tree is malformed."""
+def _decode(node, tensors, unused: set):
+    """Inverse of ``_encode``; removes the tensors it uses from ``unused``; raises ValueError if the tree is malformed."""
     if node is None or isinstance(node, (bool, str)):
         return node
     if type(node) is not dict or len(node) != 1:
@@ -200,18 +243,20 @@ def _decode(node, arrays):
     if type(value) is not _TAGS.get(tag):
         raise ValueError(f"unexpected node {str(node)[:60]}")
     if tag == "dict":
-        if not all(type(p) is list and len(p) == 2 and type(p[0]) is str
-                   for p in value):
+        if not all(type(p) is list and len(p) == 2 and type(p[0]) is str for p in value):
             raise ValueError(f"bad dict items {str(value)[:60]}")
-        return {key: _decode(v, arrays) for key, v in value}
+        return {key: _decode(v, tensors, unused) for key, v in value}
     if tag in ("list", "tuple"):
-        items = [_decode(v, arrays) for v in value]
+        items = [_decode(v, tensors, unused) for v in value]
         return tuple(items) if tag == "tuple" else items
     if tag in ("int", "float"):
         return int(value, 16) if tag == "int" else float(value)
-    arr = arrays.get(name := f"arr_{value}")
-    if not isinstance(arr, np.ndarray):
-        raise ValueError(f"references missing array {name!r}")
-    if tag == "scalar" and arr.ndim != 0:
-        raise ValueError(f"scalar {name!r} is not 0-d")
-    return arr if tag == "array" else arr[()]
+    if value not in tensors:
+        raise ValueError(f"references missing tensor {value!r}")
+    if value not in unused:
+        raise ValueError(f"references tensor {value!r} twice")
+    unused.discard(value)
+    array = tensors[value]
+    if tag == "scalar" and array.ndim != 0:
+        raise ValueError(f"scalar {value!r} is not 0-d")
+    return array if tag == "tensor" else array[()]

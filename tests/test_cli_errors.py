@@ -99,10 +99,10 @@ def test_help_exits_zero(capsys):
 
 
 def test_prime_outside_the_vocabulary(capsys, trained):
-    before = (trained / "checkpoint.npz").read_bytes()
+    before = (trained / "checkpoint.safetensors").read_bytes()
     err = fails(capsys, ["sample", "--checkpoint", trained, "--prime", "Ωmega€"], 1)
     assert "--prime has characters not in the vocabulary: 'Ω', '€'" in err
-    assert (trained / "checkpoint.npz").read_bytes() == before
+    assert (trained / "checkpoint.safetensors").read_bytes() == before
 
 
 def test_sample_options(capsys, trained):
@@ -112,32 +112,37 @@ def test_sample_options(capsys, trained):
 
 def test_missing_checkpoint(capsys, tmp_path):
     err = fails(capsys, ["sample", "--checkpoint", tmp_path], 1)
-    assert err == f"minigrad-rnn: error: no checkpoint found at {tmp_path / 'checkpoint.npz'}"
+    assert err == f"minigrad-rnn: error: no checkpoint found at {tmp_path / 'checkpoint.safetensors'}"
 
 
 def test_corrupted_checkpoint(capsys, tmp_path, trained):
     damaged = tmp_path / "damaged"
     damaged.mkdir()
-    data = bytearray((trained / "checkpoint.npz").read_bytes())
-    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)  # zero a stretch inside the archive
-    (damaged / "checkpoint.npz").write_bytes(bytes(data))
+    data = bytearray((trained / "checkpoint.safetensors").read_bytes())
+    data[-200:-136] = bytes(64)  # zero a stretch of a tensor
+    (damaged / "checkpoint.safetensors").write_bytes(bytes(data))
     for args in (["sample", "--checkpoint", damaged], ["train", "--resume", damaged]):
-        assert "truncated or corrupted" in fails(capsys, args, 1)
-    (damaged / "checkpoint.npz").write_bytes(bytes(data[:1000]))  # truncated
+        assert "does not match its SHA-256 (the file is corrupted)" in fails(capsys, args, 1)
+    (damaged / "checkpoint.safetensors").write_bytes(bytes(data[:1000]))  # truncated
     assert "truncated or corrupted" in fails(capsys, ["sample", "--checkpoint", damaged], 1)
-    assert (damaged / "checkpoint.npz").read_bytes() == bytes(data[:1000])  # left as it was
+    assert (damaged / "checkpoint.safetensors").read_bytes() == bytes(data[:1000])  # left as it was
 
 
 def test_foreign_checkpoint(capsys, tmp_path):
     import numpy as np
+    import safetensors.numpy
 
     import minigrad as mg
     np.savez(tmp_path / "plain.npz", x=np.zeros(3))
     assert "not a minigrad checkpoint" in fails(capsys, ["sample", "--checkpoint", tmp_path / "plain.npz"], 1)
-    (tmp_path / "text.npz").write_text("hello")
-    assert "not a minigrad checkpoint" in fails(capsys, ["sample", "--checkpoint", tmp_path / "text.npz"], 1)
-    mg.save({"weights": np.zeros(3)}, tmp_path / "other.npz")  # a minigrad file, but not a model of ours
-    err = fails(capsys, ["sample", "--checkpoint", tmp_path / "other.npz"], 1)
+    (tmp_path / "text").write_text("hello, this is text")
+    assert "not a minigrad checkpoint" in fails(capsys, ["sample", "--checkpoint", tmp_path / "text"], 1)
+    for other in ({"weights": np.zeros(3)}, ["a", "list"], None):  # minigrad files, not models of ours
+        mg.save(other, tmp_path / "other.safetensors")
+        err = fails(capsys, ["sample", "--checkpoint", tmp_path / "other.safetensors"], 1)
+        assert "is not a minigrad-rnn character language model checkpoint" in err
+    safetensors.numpy.save_file({"weight": np.zeros(3)}, tmp_path / "torch.safetensors")  # another program's
+    err = fails(capsys, ["sample", "--checkpoint", tmp_path / "torch.safetensors"], 1)
     assert "is not a minigrad-rnn character language model checkpoint" in err
 
 
@@ -145,7 +150,7 @@ def test_tagger_checkpoint_is_not_a_language_model(capsys, tmp_path):
     import numpy as np
 
     import minigrad as mg
-    mg.save({"kind": "minigrad-rnn tagger", "version": 1, "model": {"w": np.zeros(2)}}, tmp_path / "checkpoint.npz")
+    mg.save({"kind": "minigrad-rnn tagger", "version": 1, "model": {"w": np.zeros(2)}}, tmp_path / "checkpoint.safetensors")
     assert "not a minigrad-rnn character language model" in fails(capsys, ["sample", "--checkpoint", tmp_path], 1)
     assert "not a minigrad-rnn character language model" in fails(capsys, ["train", "--resume", tmp_path], 1)
 
@@ -159,19 +164,19 @@ def test_unwritable_out(capsys, text_file, tmp_path):
 
 
 def test_resume_with_changed_data_keeps_the_checkpoint(capsys, text_file, trained):
-    before = (trained / "checkpoint.npz").read_bytes()
+    before = (trained / "checkpoint.safetensors").read_bytes()
     text_file.write_text(text_file.read_text() + "more text\n")
     err = fails(capsys, ["train", "--resume", trained, "--steps", "4"], 1)
     assert "changed since the checkpoint was written" in err
-    assert (trained / "checkpoint.npz").read_bytes() == before
+    assert (trained / "checkpoint.safetensors").read_bytes() == before
 
 
 def test_resume_with_bad_options_keeps_the_checkpoint(capsys, trained):
-    before = (trained / "checkpoint.npz").read_bytes()
+    before = (trained / "checkpoint.safetensors").read_bytes()
     fails(capsys, ["train", "--resume", trained, "--dropout", "1.5"], 2)
     fails(capsys, ["train", "--resume", trained, "--cell", "gru"], 1)
     fails(capsys, ["train", "--resume", trained, "--out", trained.parent / "elsewhere"], 1)
-    assert (trained / "checkpoint.npz").read_bytes() == before
+    assert (trained / "checkpoint.safetensors").read_bytes() == before
 
 
 def test_the_library_imports_none_of_the_commands_packages():

@@ -44,7 +44,7 @@ def test_tag_train_writes_a_model_that_learns(capsys, conllu, model_dir):
     accuracy = float(rows[-1]["valid_accuracy"])
     assert accuracy > 0.5  # 17 tags: guessing the most frequent one gives about 0.17
     assert f"UPOS accuracy on 30 validation sentences: {100 * accuracy:.2f}%" in stdout
-    checkpoint = mg.load(model_dir / "checkpoint.npz")
+    checkpoint = mg.load(model_dir / "checkpoint.safetensors")
     assert checkpoint["kind"] == "minigrad-rnn tagger"
     assert "NOUN" in checkpoint["vocab"]["tags"]["items"]
 
@@ -61,7 +61,7 @@ def test_tag_eval_on_the_held_out_split_matches_training(capsys, conllu, model_d
     # the same figure from the library, on the same split
     sentences = read_conllu(conllu)
     _, valid = split_sentences(sentences, 0.1, 0)
-    model, vocabs = tagger.load_tagger(mg.load(model_dir / "checkpoint.npz"))
+    model, vocabs = tagger.load_tagger(mg.load(model_dir / "checkpoint.safetensors"))
     scores = tagger.score(model, vocabs, valid)
     assert scores.accuracy == pytest.approx(float(trained["valid_accuracy"]), rel=1e-5)
     assert len(scores.gold) == sum(len(s.words) for s in valid)
@@ -93,7 +93,7 @@ def test_tag_predict_reads_stdin(capsys, monkeypatch, model_dir):
     assert lines[1] == "" and lines[3] == ""
     pairs = [p.rsplit("/", 1) for p in lines[0].split()]
     assert [w for w, _ in pairs] == ["The", "cat", "sat", "on", "the", "mat", "."]
-    tags = set(mg.load(model_dir / "checkpoint.npz")["vocab"]["tags"]["items"])
+    tags = set(mg.load(model_dir / "checkpoint.safetensors")["vocab"]["tags"]["items"])
     assert all(t in tags for _, t in pairs)
     assert pairs[-1][1] == "PUNCT"
     assert [w for w, _ in (p.rsplit("/", 1) for p in lines[2].split())] == ["Zorblax", "runs", "quickly", "!"]
@@ -123,12 +123,12 @@ def test_malformed_conllu_names_the_line(capsys, conllu, tmp_path):
 
 def test_tag_bad_inputs(capsys, conllu, model_dir, tmp_path):
     capsys.readouterr()
-    before = (model_dir / "checkpoint.npz").read_bytes()
+    before = (model_dir / "checkpoint.safetensors").read_bytes()
     cases = [
         (["tag", "train", "--data", tmp_path / "none.conllu", "--out", tmp_path / "o"], "data file not found"),
         (["tag", "train", "--data", conllu, "--out", tmp_path / "o", "--valid-fraction", "1"],
          "argument --valid-fraction: expected a fraction in (0, 1), got '1'"),
-        (["tag", "train", "--data", conllu, "--out", model_dir], "already holds a run (checkpoint.npz); choose another --out"),
+        (["tag", "train", "--data", conllu, "--out", model_dir], "already holds a run (checkpoint.safetensors); choose another --out"),
         (["tag", "eval", "--model", tmp_path, "--data", conllu], "no checkpoint found"),
         (["tag", "predict", "--model", conllu], "not a minigrad checkpoint"),
     ]
@@ -136,4 +136,4 @@ def test_tag_bad_inputs(capsys, conllu, model_dir, tmp_path):
         assert main([str(a) for a in args]) != 0
         err = capsys.readouterr().err
         assert err.startswith("minigrad-rnn: error: ") and err.count("\n") == 1 and expected in err, err
-    assert (model_dir / "checkpoint.npz").read_bytes() == before
+    assert (model_dir / "checkpoint.safetensors").read_bytes() == before

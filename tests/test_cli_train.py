@@ -60,7 +60,7 @@ def test_train_writes_config_checkpoint_metrics_and_learns(capsys, text_file, tm
     assert float(rows[-1]["train_loss"]) < float(rows[1]["train_loss"])
     assert float(rows[-1]["chars_per_sec"]) > 0
 
-    checkpoint = mg.load(out / "checkpoint.npz")
+    checkpoint = mg.load(out / "checkpoint.safetensors")
     assert checkpoint["step"] == 40
     assert checkpoint["vocab"] == sorted(set(text_file.read_text()))
     assert checkpoint["model"]["head.weight"].shape == (vocab_size, 16)
@@ -80,7 +80,7 @@ def test_train_other_cells_float64_and_optimizers(capsys, text_file, tmp_path, c
     code, _, err = run(capsys, "train", "--data", text_file, *TINY, "--cell", cell, "--dtype", "float64",
                        "--optimizer", "rmsprop", "--lr", "0.003", "--steps", "4", "--eval-every", "2", "--out", out)
     assert code == 0, err
-    checkpoint = mg.load(out / "checkpoint.npz")
+    checkpoint = mg.load(out / "checkpoint.safetensors")
     assert checkpoint["config"]["cell"] == cell
     assert all(a.dtype == np.float64 for a in checkpoint["model"].values())
     assert checkpoint["optimizer"]["param_groups"][0]["lr"] == 0.003
@@ -100,7 +100,7 @@ def test_resume_continues_bit_for_bit(capsys, text_file, tmp_path):
     assert read_metrics(split) != []
     strip = [{k: r[k] for k in ("step", "train_loss", "val_loss")} for r in read_metrics(split)]
     assert strip == [{k: r[k] for k in ("step", "train_loss", "val_loss")} for r in read_metrics(whole)]
-    a, b = mg.load(whole / "checkpoint.npz"), mg.load(split / "checkpoint.npz")
+    a, b = mg.load(whole / "checkpoint.safetensors"), mg.load(split / "checkpoint.safetensors")
     assert a["step"] == b["step"] == 9
     for name in a["model"]:
         np.testing.assert_array_equal(a["model"][name], b["model"][name])
@@ -114,20 +114,20 @@ def test_resume_continues_bit_for_bit(capsys, text_file, tmp_path):
 def test_resume_refuses_to_change_the_model(capsys, text_file, tmp_path):
     out = tmp_path / "run"
     assert run(capsys, "train", "--data", text_file, *TINY, "--steps", "2", "--out", out)[0] == 0
-    before = (out / "checkpoint.npz").read_bytes()
+    before = (out / "checkpoint.safetensors").read_bytes()
     code, _, err = run(capsys, "train", "--resume", out, "--hidden-size", "32", "--steps", "4")
     assert code == 1
     assert err == f"minigrad-rnn: error: --hidden-size cannot change when resuming (the run in {out} has 16)\n"
-    assert (out / "checkpoint.npz").read_bytes() == before
+    assert (out / "checkpoint.safetensors").read_bytes() == before
 
 
 def test_fresh_run_refuses_a_folder_holding_a_run(capsys, text_file, tmp_path):
     out = tmp_path / "run"
     assert run(capsys, "train", "--data", text_file, *TINY, "--steps", "2", "--out", out)[0] == 0
-    before = (out / "checkpoint.npz").read_bytes()
+    before = (out / "checkpoint.safetensors").read_bytes()
     code, _, err = run(capsys, "train", "--data", text_file, *TINY, "--steps", "2", "--out", out)
     assert code == 1 and "already holds a run" in err and err.count("\n") == 1
-    assert (out / "checkpoint.npz").read_bytes() == before
+    assert (out / "checkpoint.safetensors").read_bytes() == before
 
 
 def test_train_without_data_uses_the_builtin_corpus(capsys, tmp_path):
@@ -137,7 +137,7 @@ def test_train_without_data_uses_the_builtin_corpus(capsys, tmp_path):
     assert "built-in corpus" in stdout
     config = json.loads((out / "config.json").read_text())
     assert config["data"] is None
-    vocab = mg.load(out / "checkpoint.npz")["vocab"]
+    vocab = mg.load(out / "checkpoint.safetensors")["vocab"]
     assert {"d", "e", "f", ":", "(", ")", "_"} <= set(vocab)  # Python source
 
 
@@ -151,7 +151,7 @@ def test_sample_streams_from_a_checkpoint(capsys, text_file, tmp_path):
     assert len(stdout) == len("ROMEO:") + 50 + 1
     assert set(stdout[:-1]) <= set(text_file.read_text())
     # the same seed gives the same text; the checkpoint file may be named directly
-    again = run(capsys, "sample", "--checkpoint", out / "checkpoint.npz", "--prime", "ROMEO:", "--length", "50",
+    again = run(capsys, "sample", "--checkpoint", out / "checkpoint.safetensors", "--prime", "ROMEO:", "--length", "50",
                 "--seed", "3", "--temperature", "0.8", "--top-k", "5")[1]
     assert again == stdout
 
@@ -171,7 +171,7 @@ def test_console_script_and_python_m(text_file, tmp_path):
     done = subprocess.run([str(script), "train", "--data", str(text_file), *TINY, "--steps", "2",
                            "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert (out / "checkpoint.npz").exists()
+    assert (out / "checkpoint.safetensors").exists()
     done = subprocess.run([sys.executable, "-m", "minigrad_rnn", "sample", "--checkpoint", str(out),
                            "--length", "20", "--seed", "0"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -195,10 +195,10 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(text_file, tmp_path):
         proc.kill()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
-    step = mg.load(out / "checkpoint.npz")["step"]
+    step = mg.load(out / "checkpoint.safetensors")["step"]
     assert f"interrupted at step {step}" in stdout
     assert int(read_metrics(out)[-1]["step"]) == step
     done = subprocess.run([sys.executable, "-m", "minigrad_rnn", "train", "--resume", str(out),
                            "--steps", str(step + 2)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert mg.load(out / "checkpoint.npz")["step"] == step + 2
+    assert mg.load(out / "checkpoint.safetensors")["step"] == step + 2

@@ -60,3 +60,25 @@ def test_weights_trained_here_load_into_pytorch_and_back():
     back = GRU(3, 5, 2, batch_first=True, bidirectional=True, rng=np.random.default_rng(2))
     back.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     np.testing.assert_array_equal(back(x)[0].data, out.data)
+
+
+def test_weights_move_through_safetensors_files_both_ways(tmp_path):
+    """The README's recipe: ``mg.save(state_dict)`` -> ``safetensors.torch.load_file``, and back."""
+    from safetensors.torch import load_file, save_file
+
+    ours = LSTM(3, 4, 2, bidirectional=True, rng=np.random.default_rng(3))
+    x = np.random.default_rng(4).standard_normal((5, 2, 3)).astype(np.float32)
+    mg.save(ours.state_dict(), tmp_path / "lstm.safetensors")
+    theirs = torch.nn.LSTM(3, 4, 2, bidirectional=True)
+    theirs.load_state_dict(load_file(tmp_path / "lstm.safetensors"))
+    np.testing.assert_allclose(ours(x)[0].data, theirs(torch.from_numpy(x))[0].detach().numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.mul_(-0.5)
+    save_file(theirs.state_dict(), tmp_path / "theirs.safetensors")
+    back = LSTM(3, 4, 2, bidirectional=True, rng=np.random.default_rng(5))
+    back.load_state_dict(mg.load(tmp_path / "theirs.safetensors"))
+    np.testing.assert_allclose(back(x)[0].data, theirs(torch.from_numpy(x))[0].detach().numpy(), rtol=1e-5,
+                               atol=1e-6)

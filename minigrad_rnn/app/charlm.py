@@ -325,7 +325,7 @@ def cmd_train(args) -> int:
         train_loss, rate = loop.window_loss(), loop.window_rate(trainer.chars_per_step)
         metrics.append(step=trainer.step, train_loss=train_loss, val_loss=last_valid if validate else None,
                        chars_per_sec=rate, elapsed_sec=loop.elapsed)
-        mg.save({**trainer.state_dict(), "elapsed": loop.elapsed}, out / "checkpoint.npz")
+        mg.save({**trainer.state_dict(), "elapsed": loop.elapsed}, out / "checkpoint.safetensors")
         line = [f"step {trainer.step:>6}"]
         if train_loss is not None:
             line.append(f"train {train_loss:.4f}")
@@ -363,7 +363,7 @@ def cmd_train(args) -> int:
                                       "val_loss": last_valid, "val_bpc": bits(last_valid),
                                       "test_loss": test, "test_bpc": bits(test)})
     say(f"sample:\n{trainer.sample(config['sample_length'] * 2)}")
-    say(f"files in {out}: config.json, checkpoint.npz, metrics.csv, results.json"
+    say(f"files in {out}: config.json, checkpoint.safetensors, metrics.csv, results.json"
         + (", loss.png" if plotted else " (pip install matplotlib for loss.png)"))
     return 0
 
@@ -445,7 +445,7 @@ def add_commands(commands) -> None:
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("sample", help="generate text from a trained model")
-    p.add_argument("--checkpoint", metavar="DIR", required=True, help="a train output folder (or checkpoint.npz)")
+    p.add_argument("--checkpoint", metavar="DIR", required=True, help="a train output folder (or checkpoint.safetensors)")
     p.add_argument("--prime", metavar="TEXT", help="text to start from (default a newline)")
     p.add_argument("--length", type=nonnegative_int, default=500, help="characters to generate (default 500)")
     p.add_argument("--temperature", type=positive_float, default=1.0, help="below 1: safer, above 1: wilder")

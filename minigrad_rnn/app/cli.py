@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 import minigrad as mg
@@ -46,7 +47,10 @@ def main(argv=None) -> int:
     try:
         args = parser.parse_args(argv)
         mg.retain_freed_memory()  # reuse each step's memory instead of faulting it in again
-        with threadpool_limits(limits=_blas_threads(), user_api="blas"):
+        # NumPy's overflow warnings would print before the one line that the divergence checks
+        # (loss and weights, every step) end a diverging run with.
+        with threadpool_limits(limits=_blas_threads(), user_api="blas"), \
+                np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return args.handler(args)
     except SystemExit as e:  # --help and --version
         return e.code if isinstance(e.code, int) else 0

@@ -86,9 +86,9 @@ def _lock(out: Path) -> None:
 def prepare_out_dir(out: Path, fresh: bool = True, resumable: bool = True) -> Path:
     """Create the output folder and lock it for this run; a fresh run refuses a folder that already holds
     a checkpoint, and any run a folder that another running minigrad-rnn holds (CommandError)."""
-    if fresh and (out / "checkpoint.npz").exists():
+    if fresh and (out / "checkpoint.safetensors").exists():
         hint = f"continue it with --resume {out} or choose another --out" if resumable else "choose another --out"
-        raise CommandError(f"{out} already holds a run (checkpoint.npz); {hint}")
+        raise CommandError(f"{out} already holds a run (checkpoint.safetensors); {hint}")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -250,9 +250,9 @@ def check_memory(parameters: int, activations: int, dtype, what: str) -> None:
 
 
 def load_checkpoint(path: str | Path, check) -> tuple[dict, Path]:
-    """Load ``DIR/checkpoint.npz`` (or a checkpoint file) and check its kind with ``check``."""
+    """Load ``DIR/checkpoint.safetensors`` (or a checkpoint file) and check its kind with ``check``."""
     path = Path(path)
-    file = path / "checkpoint.npz" if path.is_dir() else path
+    file = path / "checkpoint.safetensors" if path.is_dir() else path
     try:
         checkpoint = mg.load(file)
     except FileNotFoundError:

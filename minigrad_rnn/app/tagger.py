@@ -308,13 +308,13 @@ def cmd_tag_train(args) -> int:
         scores = score(run.model, run.vocabs, valid)
         loss = loop.window_loss()
         metrics.append(epoch=loop.step, train_loss=loss, valid_accuracy=scores.accuracy, elapsed_sec=loop.elapsed)
-        mg.save(run.state_dict(), out / "checkpoint.npz")
+        mg.save(run.state_dict(), out / "checkpoint.safetensors")
         say(f"epoch {loop.step:>3} | train loss {loss:.4f} | validation accuracy {100 * scores.accuracy:.2f}% | "
             f"{duration(loop.elapsed)}")
 
     interrupted = loop.run(lambda: run.train_epoch(loop.should_stop), report)
     if scores is None:  # stopped before the first epoch ended
-        mg.save(run.state_dict(), out / "checkpoint.npz")
+        mg.save(run.state_dict(), out / "checkpoint.safetensors")
         scores = score(run.model, run.vocabs, valid)
     _print_scores(scores, f"{len(valid)} validation sentences")
     if interrupted:
