@@ -35,24 +35,26 @@ import numpy as np
 
 # --------------------------------------------------------------------------- modes
 class Mode:
-    """This thread's modes: whether ops record on the tape, and whether anomaly mode is on.
+    """This thread's modes: whether ops record on the tape, whether anomaly mode is on, and
+    whether :mod:`minigrad.compiler` is tracing (reading a tensor's values is then an error).
 
     Per thread, as PyTorch's grad mode: a new thread starts from the default (recording,
-    no anomaly mode).  Both live in one context variable, because every op reads them and
-    a context variable read is the cheapest per-thread lookup Python has.  Immutable.
+    no anomaly mode, not tracing).  All live in one context variable, because every op reads
+    them and a context variable read is the cheapest per-thread lookup Python has.  Immutable.
     """
 
-    __slots__ = ("grad_enabled", "anomaly")
+    __slots__ = ("grad_enabled", "anomaly", "tracing")
 
-    def __init__(self, grad_enabled: bool, anomaly: bool):
-        self.grad_enabled, self.anomaly = grad_enabled, anomaly
+    def __init__(self, grad_enabled: bool, anomaly: bool, tracing: bool):
+        self.grad_enabled, self.anomaly, self.tracing = grad_enabled, anomaly, tracing
 
     def replace(self, **changes) -> "Mode":
-        return _MODES[changes.get("grad_enabled", self.grad_enabled), changes.get("anomaly", self.anomaly)]
+        return _MODES[changes.get("grad_enabled", self.grad_enabled), changes.get("anomaly", self.anomaly),
+                      changes.get("tracing", self.tracing)]
 
 
-_MODES = {(g, a): Mode(g, a) for g in (True, False) for a in (True, False)}
-MODE = contextvars.ContextVar("minigrad.mode", default=_MODES[True, False])
+_MODES = {(g, a, t): Mode(g, a, t) for g in (True, False) for a in (True, False) for t in (True, False)}
+MODE = contextvars.ContextVar("minigrad.mode", default=_MODES[True, False, False])
 
 
 class _Clock:
@@ -154,6 +156,20 @@ class detect_anomaly(_ModeSwitch):
 def is_grad_enabled() -> bool:
     """Whether ops currently record on the tape in this thread."""
     return MODE.get().grad_enabled
+
+
+class TraceError(RuntimeError):
+    """A traced function read a tensor's values into Python: the compiled program could not follow."""
+
+
+def refuse_value_read(what: str):
+    """Raise :class:`TraceError` if this thread is tracing: ``what`` (e.g. ``bool(t)``) would bake one
+    call's values into the program, as JAX's tracers refuse a concretization."""
+    if MODE.get().tracing:
+        raise TraceError(
+            f"{what} reads a tensor's values while minigrad.compile/scan traces a step (at {_user_frame()}): "
+            "a compiled program follows one path and cannot see values; use minigrad.where for a choice "
+            "made per element, or compile=False (run eagerly)")
 
 
 def _user_frame() -> str:
@@ -397,7 +413,7 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
     anomaly = previous_mode.anomaly
     # record the VJPs only to build a graph; their results are checked below in anomaly mode,
     # naming the op whose backward failed
-    MODE.set(_MODES[create_graph, False])
+    MODE.set(_MODES[create_graph, False, previous_mode.tracing])
     lazy = not (create_graph or anomaly)  # lazy terms only when no graph is built
     try:
         for t in reversed(order):

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _kernels as K
 from .extend import Op, defvjp, defvjp_argnum, primitive, trust
+from .autograd import refuse_value_read
 from .tensor import Tensor, as_operand
 
 _const = Tensor._from_array  # a constant tensor around an array
@@ -124,13 +125,20 @@ exp = unary("exp", np.exp, lambda g, ans, x: g * ans, "Elementwise e**x.")
 log = unary("log", np.log, lambda g, ans, x: g / x,
             "Elementwise natural logarithm (log(0) = -inf, negative -> NaN, as NumPy).")
 sqrt = unary("sqrt", np.sqrt, lambda g, ans, x: g / (ans * 2), "Elementwise square root.")
-abs = unary("abs", np.abs, lambda g, ans, x: g * _const(K.sign(x._data)),  # noqa: A001
+abs = unary("abs", np.abs, lambda g, ans, x: g * sign(x),  # noqa: A001
             "Elementwise |x|; its derivative at 0 and at NaN is taken as 0 (as PyTorch).")
 tanh = unary("tanh", np.tanh, lambda g, ans, x: tanh_backward(g, ans), "Elementwise hyperbolic tangent.")
 sigmoid = unary("sigmoid", K.sigmoid, lambda g, ans, x: sigmoid_backward(g, ans),
                 "Elementwise logistic function 1 / (1 + e**-x), computed without overflow for any finite x.")
-relu = unary("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: where(x._data <= 0, 0, g),
+relu = unary("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: relu_backward(g, x),
              "Elementwise max(x, 0); derivative 0 at 0, and the gradient passes at NaN (as PyTorch).")
+# Masks computed from an input's values are ops too, not constants made inside a rule: then the
+# backward pass is all on the tape, and minigrad.compile can write it out (PyTorch's threshold_backward).
+relu_backward = binary("relu_backward", lambda g, x: np.where(x <= 0, 0, g).astype(g.dtype, copy=False),
+                       lambda gg, ans, g, x: relu_backward(gg, x), lambda gg, ans, g, x: _const(np.zeros_like(x._data)),
+                       "The VJP of relu as one op: g where x > 0 (or NaN), else 0.")
+sign = unary("sign", K.sign, lambda g, ans, x: _const(np.zeros_like(x._data)),
+             "Elementwise sign, 0 at 0 and at NaN (the derivative of |x|); its own derivative is 0.")
 # The VJPs of tanh and sigmoid as one fused op each (as PyTorch's tanh_backward): one NumPy
 # pass instead of three tape ops per VJP, and still differentiable, by their own rules.
 tanh_backward = binary("tanh_backward", K.tanh_backward,
@@ -598,7 +606,10 @@ def _reflected(fn):
 
 
 def _compare(fn):
-    return lambda self, other: _const(fn(self._data, other._data if isinstance(other, Tensor) else other))
+    def compare(self, other):
+        refuse_value_read(f"a comparison ({fn.__name__})")
+        return _const(fn(self._data, other._data if isinstance(other, Tensor) else other))
+    return compare
 
 
 Tensor.__add__, Tensor.__radd__ = add, _reflected(add)

@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from . import autograd
-from .autograd import CLOCK, MODE, TapeEntry, _NO_PARAMS
+from .autograd import CLOCK, MODE, TapeEntry, _NO_PARAMS, refuse_value_read
 
 _NUMERIC_KINDS = "biuf"
 
@@ -101,6 +101,7 @@ class Tensor:
     # ----------------------------------------------------------------- array-like protocol
     @property
     def data(self) -> np.ndarray:
+        refuse_value_read("Tensor.data")
         return self._data
 
     @data.setter
@@ -123,25 +124,30 @@ class Tensor:
         return len(self._data)
 
     def __array__(self, dtype=None, copy=None):
+        refuse_value_read("np.asarray(tensor)")
         if dtype is not None and dtype != self._data.dtype:
             return self._data.astype(dtype)
         return self._data.copy() if copy else self._data
 
     def numpy(self) -> np.ndarray:
         """The underlying array (shared, not copied), as ``torch.Tensor.numpy()``."""
+        refuse_value_read("Tensor.numpy()")
         return self._data
 
     def item(self):
         """The single value as a Python number. Raises ValueError if size != 1."""
         if self._data.size != 1:
             raise ValueError(f"item: only a tensor with one element converts to a Python scalar; shape is {self.shape}")
+        refuse_value_read("Tensor.item()")
         return self._data.item()
 
     def tolist(self):
         """The values as (nested) Python lists of numbers, as ``np.ndarray.tolist``."""
+        refuse_value_read("Tensor.tolist()")
         return self._data.tolist()
 
     def __bool__(self):
+        refuse_value_read("bool(tensor)")
         return bool(self._data)
 
     def __float__(self):
@@ -153,6 +159,7 @@ class Tensor:
     def __index__(self):
         if self._data.dtype.kind not in "iu" or self._data.ndim != 0:
             raise TypeError(f"only 0-d integer tensors can be used as an index; got {self.dtype} of shape {self.shape}")
+        refuse_value_read("a tensor used as an index")
         return int(self._data)
 
     def __repr__(self):

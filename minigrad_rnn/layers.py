@@ -32,6 +32,8 @@ import warnings
 import numpy as np
 
 from minigrad import Tensor, functional as F, ops
+from minigrad.autograd import TraceError
+from minigrad.compiler import scan
 from minigrad.nn import Module, ModuleList, Parameter
 from minigrad.tensor import _rng
 
@@ -98,12 +100,37 @@ def _run(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool
     return outputs, state, states
 
 
+def _sequence(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool):  # noqa: A002
+    """The time loop, compiled (:func:`minigrad.scan`) or eager; returns (out (T, B, ...), final state, step states).
+
+    Per-step states (``return_states``) come from the eager loop: a compiled loop has no tensor per step
+    to hook.  A step that cannot be traced (it reads values, or a VJP rule computes a constant from
+    them) runs eagerly, with one warning saying why.
+    """
+    if compile and not keep_states:
+        try:
+            final, out = scan(lambda carry, x_t: _carry_first(cell.step(x_t, carry)), state, projected,
+                              reverse=reverse, masks=masks)
+            return out, final, None
+        except TraceError as error:
+            warnings.warn(f"{type(cell).__name__}: running eagerly, the step cannot be compiled: {error}",
+                          RuntimeWarning, stacklevel=3)
+    outputs, final, states = _run(cell, projected, state, masks, reverse, keep_states)
+    return _stack_outputs(outputs), final, states
+
+
+def _carry_first(step_result):
+    output, new_state = step_result
+    return new_state, output
+
+
 def _stack_outputs(outputs) -> Tensor:
     """T tensors (B, ...) -> (T, B, ...) with one concatenate (not T expand_dims + one)."""
     return ops.reshape(ops.concatenate(outputs, axis=0), (len(outputs),) + outputs[0].shape)
 
 
-def run_cell(cell, x, state=None, lengths=None, reverse: bool = False, return_states: bool = False):
+def run_cell(cell, x, state=None, lengths=None, reverse: bool = False, return_states: bool = False, *,
+             compile: bool = True):  # noqa: A002 - the issue's (and torch's) name
     """Run ``cell`` over a time-major sequence: backpropagation through time is ordinary reverse mode.
 
     Args:
@@ -119,6 +146,9 @@ def run_cell(cell, x, state=None, lengths=None, reverse: bool = False, return_st
             for either direction), as the graph's own tensors: ``retain_grad()`` or a hook on
             one gives dL/d(state_t).  Past a sequence's length they hold what the cell computed
             on padding, and get zero gradient.
+        compile: run the step as a compiled program (:func:`minigrad.scan`: traced once per
+            call, one tape entry for the loop); False runs every op eagerly, the reference
+            semantics. Both give the same outputs and gradients.
 
     Returns:
         ``(out, final_state)`` or ``(out, final_state, states)``; out (T, B, output_size).
@@ -135,9 +165,8 @@ def run_cell(cell, x, state=None, lengths=None, reverse: bool = False, return_st
     masks = _step_masks(lengths, T, B)
     if state is None:
         state = cell.initial_state(B)
-    outputs, final, states = _run(cell, cell.project(x) if hasattr(cell, "project") else x,
-                                  state, masks, reverse, return_states)
-    out = _stack_outputs(outputs)
+    out, final, states = _sequence(cell, cell.project(x) if hasattr(cell, "project") else x,
+                                   state, masks, reverse, return_states, compile)
     return (out, final, states) if return_states else (out, final)
 
 
@@ -161,6 +190,8 @@ class Recurrent(Module):
             (num_layers * num_directions, ...) and shared by the batch, starting at zero. Used
             when ``hx`` is None.  (PyTorch has no such option: those keys are extra there.)
         rng: ``numpy.random.Generator`` for dropout.
+        compile: run each cell's steps as a compiled program (see :func:`run_cell`); the
+            attribute ``compile`` may be changed later.  False: every op eagerly.
 
     Parameters are exposed under PyTorch's flat names, as direct attributes: each parameter
     ``name`` of the cell of layer k is ``{name}_l{k}``, or ``{name}_l{k}_reverse`` for the
@@ -185,7 +216,7 @@ class Recurrent(Module):
     """
 
     def __init__(self, cells, *, bidirectional: bool = False, batch_first: bool = False, dropout: float = 0.0,
-                 learn_initial_state: bool = False, rng=None):
+                 learn_initial_state: bool = False, rng=None, compile: bool = True):  # noqa: A002
         super().__init__()
         name = type(self).__name__
         cells = list(cells)
@@ -214,6 +245,7 @@ class Recurrent(Module):
 
         self.num_layers, self.bidirectional, self.batch_first = len(cells) // D, bool(bidirectional), bool(batch_first)
         self.dropout = float(dropout)
+        self.compile = bool(compile)
         self.rng = _rng(rng)
         self._aliases = {}  # PyTorch-style name -> (module that owns the parameter, its attribute there)
         for k, cell in enumerate(cells):
@@ -301,8 +333,9 @@ class Recurrent(Module):
                 k = layer * D + direction
                 cell = cells[k]
                 projected = cell.project(x) if hasattr(cell, "project") else x
-                outputs, final, steps = _run(cell, projected, states[k], masks, direction == 1, return_states)
-                outs.append(_stack_outputs(outputs))
+                out, final, steps = _sequence(cell, projected, states[k], masks, direction == 1, return_states,
+                                              self.compile)
+                outs.append(out)
                 finals.append(final)
                 all_states.append(steps)
             x = outs[0] if D == 1 else ops.concatenate(outs, axis=-1)
@@ -338,12 +371,13 @@ def _cells(make_cell, input_size: int, output_size: int, num_layers, bidirection
 class _PyTorchLayer(Recurrent):
     """PyTorch's argument checks and repr shared by RNN, LSTM and GRU."""
 
-    def __init__(self, cells, hidden_size, bias, batch_first, dropout, bidirectional, learn_initial_state, rng):
+    def __init__(self, cells, hidden_size, bias, batch_first, dropout, bidirectional, learn_initial_state, rng,
+                 compile):  # noqa: A002
         for flag, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
             if not isinstance(value, bool):
                 raise TypeError(f"{type(self).__name__}: {flag} should be of type bool, got: {type(value).__name__}")
         super().__init__(cells, bidirectional=bidirectional, batch_first=batch_first, dropout=dropout,
-                         learn_initial_state=learn_initial_state, rng=rng)
+                         learn_initial_state=learn_initial_state, rng=rng, compile=compile)
         self.hidden_size, self.bias = hidden_size, bias
 
     def extra_repr(self) -> str:
@@ -382,6 +416,7 @@ _LAYER_ARGS = """
             per sequence, the same at every step, on each layer's input x and on h as the
             recurrence reads it; training mode only.
         learn_initial_state: learn h_0 (and c_0), see :class:`Recurrent`.
+        compile: compiled steps (default) or every op eagerly; the same results (:func:`run_cell`).
     Raises:
         ValueError (TypeError for a non-int size or non-bool flag): a bad configuration, with
         PyTorch's messages. At call: see :class:`Recurrent`.
@@ -400,12 +435,13 @@ class RNN(_PyTorchLayer):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
                  dtype=np.float32, rng=None, input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
-                 learn_initial_state: bool = False):
+                 learn_initial_state: bool = False, compile: bool = True):  # noqa: A002
         rng = _rng(rng)
         cells = _cells(lambda n: RNNCell(n, hidden_size, bias, nonlinearity, dtype=dtype, rng=rng,
                                          input_dropout=input_dropout, recurrent_dropout=recurrent_dropout),
                        input_size, hidden_size, num_layers, bidirectional, "RNN")
-        super().__init__(cells, hidden_size, bias, batch_first, dropout, bidirectional, learn_initial_state, rng)
+        super().__init__(cells, hidden_size, bias, batch_first, dropout, bidirectional, learn_initial_state, rng,
+                         compile)
         self.nonlinearity = nonlinearity
 
 
@@ -422,12 +458,13 @@ class LSTM(_PyTorchLayer):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, *,
                  dtype=np.float32, rng=None, input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
-                 learn_initial_state: bool = False):
+                 learn_initial_state: bool = False, compile: bool = True):  # noqa: A002
         rng = _rng(rng)
         cells = _cells(lambda n: LSTMCell(n, hidden_size, bias, proj_size=proj_size, dtype=dtype, rng=rng,
                                           input_dropout=input_dropout, recurrent_dropout=recurrent_dropout),
                        input_size, proj_size or hidden_size, num_layers, bidirectional, "LSTM")
-        super().__init__(cells, hidden_size, bias, batch_first, dropout, bidirectional, learn_initial_state, rng)
+        super().__init__(cells, hidden_size, bias, batch_first, dropout, bidirectional, learn_initial_state, rng,
+                         compile)
         self.proj_size = proj_size
 
 
@@ -442,12 +479,13 @@ class GRU(_PyTorchLayer):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
                  dtype=np.float32, rng=None, input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
-                 learn_initial_state: bool = False):
+                 learn_initial_state: bool = False, compile: bool = True):  # noqa: A002
         rng = _rng(rng)
         cells = _cells(lambda n: GRUCell(n, hidden_size, bias, dtype=dtype, rng=rng,
                                          input_dropout=input_dropout, recurrent_dropout=recurrent_dropout),
                        input_size, hidden_size, num_layers, bidirectional, "GRU")
-        super().__init__(cells, hidden_size, bias, batch_first, dropout, bidirectional, learn_initial_state, rng)
+        super().__init__(cells, hidden_size, bias, batch_first, dropout, bidirectional, learn_initial_state, rng,
+                         compile)
 
 
 for _layer in (RNN, LSTM, GRU):

@@ -1,0 +1,826 @@
+"""Compiled steps: trace a function once, run its forward and backward as generated NumPy.
+
+Tracing runs the function eagerly on stand-in tensors.  The tape it records is the program
+(the Wengert list): every entry is ``op(inputs, **params)``, and the op table gives each
+entry's NumPy forward.  The backward program is derived by running ordinary reverse mode
+over that trace with ``create_graph=True``: the VJP rules, written with minigrad ops, record a
+second trace.  Both traces are simplified (identities such as ``sum_to`` or ``reshape`` to the
+same shape, common subexpressions, dead code) and written out as straight-line Python calling
+each op's NumPy forward: :func:`Program.source` prints them.
+
+:func:`scan` runs a step program over a sequence (JAX's ``lax.scan``) and records ONE tape
+entry for the whole loop; :func:`compile` does the same for one call of a function.  The
+eager path stays the reference semantics: what is compiled must equal it.
+
+While tracing, reading a tensor's values into Python (``bool(t)``, ``t.item()``, ``t.data``,
+``np.asarray(t)``, ``t > 0``) raises :class:`~minigrad.autograd.TraceError`: a program
+follows one path through Python control flow and cannot see values (JAX's tracers refuse
+the same way).
+"""
+from __future__ import annotations
+
+import collections
+import time
+import functools
+import itertools
+import numbers
+
+import numpy as np
+
+from . import autograd
+from .autograd import MODE, TraceError
+from .extend import Op, defvjp_argnum, primitive, trust
+from . import _kernels as K, ops
+from .tensor import Tensor
+
+__all__ = ["Program", "TraceError", "compile", "scan", "trace"]
+
+
+# --------------------------------------------------------------------------- nested inputs and outputs
+def flatten(tree) -> tuple[list, object]:
+    """The tensors of a nest of tuples, lists and dicts (in order), and its structure."""
+    if isinstance(tree, Tensor):
+        return [tree], None
+    if isinstance(tree, (tuple, list)):
+        leaves, shapes = [], []
+        for item in tree:
+            sub, shape = flatten(item)
+            leaves += sub
+            shapes.append((len(sub), shape))
+        return leaves, (type(tree), tuple(shapes))
+    if isinstance(tree, dict):
+        leaves, shapes = flatten(list(tree.values()))
+        return leaves, (dict, (tuple(tree), shapes))
+    raise TypeError(f"scan/compile: expected Tensors nested in tuples, lists and dicts; got {type(tree).__name__}")
+
+
+def unflatten(structure, leaves):
+    """The nest ``structure`` (from :func:`flatten`) holding ``leaves``."""
+    if structure is None:
+        return leaves[0]
+    kind, shapes = structure
+    if kind is dict:
+        keys, inner = shapes
+        return dict(zip(keys, unflatten(inner, leaves)))
+    items, start = [], 0
+    for n, shape in shapes:
+        items.append(unflatten(shape, leaves[start:start + n]))
+        start += n
+    return kind(items)
+
+
+# --------------------------------------------------------------------------- the program
+_LITERALS = (bool, int, float, str, type(None))
+
+
+def _literal(value) -> str | None:
+    """Python source that rebuilds ``value``, or None when it is not a plain literal."""
+    if isinstance(value, _LITERALS) and not (isinstance(value, float) and not np.isfinite(value)):
+        return repr(value)
+    if isinstance(value, np.integer):
+        return repr(int(value))
+    if isinstance(value, np.dtype):
+        return f"np.dtype({value.str!r})"
+    if isinstance(value, slice):
+        parts = [_literal(p) for p in (value.start, value.stop, value.step)]
+        return None if None in parts else f"slice({', '.join(parts)})"
+    if isinstance(value, (tuple, list)):
+        parts = [_literal(p) for p in value]
+        if None in parts:
+            return None
+        body = ", ".join(parts) + ("," if len(parts) == 1 and isinstance(value, tuple) else "")
+        return f"({body})" if isinstance(value, tuple) else f"[{body}]"
+    return None
+
+
+class _Writer:
+    """Names values and ops while a program's source is written."""
+
+    def __init__(self):
+        self.namespace = {"np": np}
+        self.constants = {}  # id(value) -> name, for values that are not literals
+        self.op_names = {}  # id(op) -> name in the namespace
+
+    def op(self, op: Op) -> str:
+        name = self.op_names.get(id(op))
+        if name is None:
+            base = "".join(c if c.isalnum() else "_" for c in op.name) or "op"
+            name = base if base not in self.namespace else f"{base}_{len(self.op_names)}"
+            self.op_names[id(op)] = name
+            self.namespace[name] = op.forward
+        return name
+
+    def constant(self, value) -> str:
+        source = _literal(value)
+        if source is not None:
+            return source
+        name = self.constants.get(id(value))
+        if name is None:
+            name = self.constants[id(value)] = f"k{len(self.constants)}"
+            self.namespace[name] = value
+        return name
+
+
+class _Node:
+    """One line of a program: ``out = op(*args, **params)``; args are value names."""
+
+    __slots__ = ("out", "op", "args", "params", "shape", "dtype")
+
+    def __init__(self, out, op, args, params, shape, dtype):
+        self.out, self.op, self.args, self.params, self.shape, self.dtype = out, op, args, params, shape, dtype
+
+
+_IDENTITIES = {"sum_to": "shape", "reshape": "shape", "broadcast_to": "shape"}
+
+
+def _simplify(nodes: list, returns: list, shapes: dict) -> tuple[list, list]:
+    """Drop identities (``sum_to``/``reshape``/``broadcast_to`` to the input's own shape, ``astype`` to
+    its dtype), merge common subexpressions and remove dead code; ``returns`` are kept.
+
+    Returns the kept nodes, ``returns`` renamed, and the renaming (``alias``)."""
+    alias, kept, seen = {}, [], {}
+    for node in nodes:
+        args = tuple(alias.get(a, a) for a in node.args)
+        name = node.op.name
+        if len(args) == 1 and (
+                (name in _IDENTITIES and tuple(node.params.get(_IDENTITIES[name], ())) == shapes[args[0]][0])
+                or (name == "astype" and np.dtype(node.params["dtype"]) == shapes[args[0]][1])):
+            alias[node.out] = args[0]
+            continue
+        try:
+            key = (id(node.op), args, tuple((k, _param_key(v)) for k, v in node.params.items()))
+        except TypeError:
+            key = None
+        if key is not None and key in seen:
+            alias[node.out] = seen[key]
+            continue
+        if key is not None:
+            seen[key] = node.out
+        node.args = args
+        kept.append(node)
+    returns = [alias.get(r, r) for r in returns]
+    needed = set(returns)
+    live = []
+    for node in reversed(kept):
+        if node.out in needed:
+            live.append(node)
+            needed.update(node.args)
+    return live[::-1], returns, alias
+
+
+def _scatter_sum(*gs, indices, basics, shape):
+    """Zeros of ``shape`` with each ``gs[k]`` added at ``indices[k]``: one buffer for every slice cotangent."""
+    out = np.zeros(shape, dtype=np.result_type(*gs))
+    for g, index, basic in zip(gs, indices, basics):
+        K.add_at(out, g, index, basic)
+    return out
+
+
+def _add_into(dense, *gs, indices, basics):
+    """``dense`` (a temporary of the backward program, used once) with each ``gs[k]`` added at ``indices[k]``, in place."""
+    for g, index, basic in zip(gs, indices, basics):
+        K.add_at(dense, g, index, basic)
+    return dense
+
+
+# Generated code only: never on a tape (a compiled VJP under create_graph runs the eager loop instead).
+SCATTER_SUM, ADD_INTO = primitive(_scatter_sum, "scatter_sum"), primitive(_add_into, "add_into")
+# Ops whose output is a fresh array (no view of an input): a temporary the program may add into.
+_FRESH = frozenset({"mul", "add", "sub", "div", "neg", "tanh_backward", "sigmoid_backward", "relu_backward",
+                    "matmul", "addmm", "scatter_add", "scatter_sum", "add_into"})
+
+
+def _fuse_slice_cotangents(nodes: list, returns: list, shapes: dict) -> list:
+    """Write a sum of slice cotangents (``add`` of ``scatter_add`` terms, as the VJP of an LSTM's gate
+    blocks makes) into ONE buffer, and add a slice term into a dense temporary in place."""
+    producers = {n.out: n for n in nodes}
+    uses = collections.Counter(a for n in nodes for a in n.args)
+    uses.update(name for r in returns for name in (r if isinstance(r, tuple) else (r,)))
+
+    def terms(name):
+        """The (g, index, basic) slice terms summed in ``name``, if it is only such a sum used once."""
+        node = producers.get(name)
+        if node is None or uses[name] != 1:
+            return None
+        if node.op.name == "scatter_add":
+            return [(node.args[0], node.params["index"], node.params["basic"])]
+        if node.op.name == "scatter_sum":
+            return list(zip(node.args, node.params["indices"], node.params["basics"]))
+        return None
+
+    fused = []
+    for node in nodes:
+        if node.op.name == "add" and len(node.args) == 2:
+            left, right = terms(node.args[0]), terms(node.args[1])
+            same_shape = shapes[node.args[0]][0] == shapes[node.args[1]][0] == node.shape
+            if same_shape and left is not None and right is not None:
+                items = left + right
+                node = _Node(node.out, SCATTER_SUM, tuple(g for g, _, _ in items),
+                             {"indices": tuple(i for _, i, _ in items), "basics": tuple(b for _, _, b in items),
+                              "shape": node.shape}, node.shape, node.dtype)
+            else:
+                for slice_side, dense in ((left, node.args[1]), (right, node.args[0])):
+                    dense_node = producers.get(dense)
+                    if (slice_side is not None and same_shape and dense_node is not None and uses[dense] == 1
+                            and dense_node.op.name in _FRESH and dense_node.dtype == node.dtype):
+                        node = _Node(node.out, ADD_INTO, (dense, *(g for g, _, _ in slice_side)),
+                                     {"indices": tuple(i for _, i, _ in slice_side),
+                                      "basics": tuple(b for _, _, b in slice_side)}, node.shape, node.dtype)
+                        break
+        producers[node.out] = node
+        fused.append(node)
+    live, _, _ = _simplify_dead(fused, returns)
+    return live
+
+
+def _simplify_dead(nodes, returns):
+    needed = {name for r in returns for name in (r if isinstance(r, tuple) else (r,))}
+    live = []
+    for node in reversed(nodes):
+        if node.out in needed:
+            live.append(node)
+            needed.update(node.args)
+    return live[::-1], returns, {}
+
+
+def _param_key(value):
+    """A hashable key of a parameter: literals by value, anything else (arrays) by identity."""
+    source = _literal(value)
+    return ("literal", source) if source is not None else ("object", id(value))
+
+
+def _write(writer: _Writer, name: str, args: list, nodes: list, returns: list) -> str:
+    lines = [f"def {name}({', '.join(args)}):"]
+    for node in nodes:
+        params = [f"{k}={writer.constant(v)}" for k, v in node.params.items()]
+        lines.append(f"    {node.out} = {writer.op(node.op)}({', '.join([*node.args, *params])})")
+    shown = [f"({r[0]}, {r[1]})" if isinstance(r, tuple) else r for r in returns]
+    lines.append(f"    return ({', '.join(shown)}{',' if len(shown) == 1 else ''})")
+    return "\n".join(lines)
+
+
+class Program:
+    """A traced function as two generated NumPy functions, ``forward`` and ``backward``.
+
+    ``forward(*inputs)`` returns ``(*outputs, *residuals)``; ``backward(*cotangents, *residuals,
+    *captured)`` returns the cotangent of each differentiable input (None where none arrives).
+    Inputs are the function's argument leaves and then the captured tensors (parameters and
+    other tensors it reads but does not take); all arrays.
+
+    Attributes:
+        n_inputs, n_outputs: leaves of the arguments and of the results.
+        captured: per call, the tensors the trace read that are not arguments.
+        differentiable: indices of the inputs (arguments, then captured) that get cotangents;
+            ``backward`` returns one item per entry, in that order.
+        outer: positions ``j`` in ``differentiable`` (captured inputs) for which ``backward``
+            returns the two factors ``(left, right)`` of the cotangent ``left.T @ right``, so a
+            loop can sum every step's term in ONE matmul over the stacked factors.
+        captured_read: indices of the captured inputs that ``backward`` takes, in order.
+    """
+
+    def __init__(self, forward_source, backward_source, namespace, n_inputs, n_outputs, residuals,
+                 differentiable, outer, captured_read):
+        self.forward_source, self.backward_source = forward_source, backward_source
+        exec(forward_source, namespace)  # noqa: S102 - our own generated source
+        if backward_source is not None:
+            exec(backward_source, namespace)  # noqa: S102
+        self.forward = namespace["forward"]
+        self.backward = namespace.get("backward")
+        self.n_inputs, self.n_outputs, self.n_residuals = n_inputs, n_outputs, len(residuals)
+        self.differentiable, self.outer, self.captured_read = differentiable, set(outer), captured_read
+
+    def source(self) -> str:
+        """The forward and the backward program, as Python source."""
+        return self.forward_source + ("\n\n" + self.backward_source if self.backward_source else "")
+
+
+class _Trace:
+    """One traced call: the program's structure key and what this call binds to it."""
+
+    __slots__ = ("key", "captured", "outputs", "out_structure", "build")
+
+    def __init__(self, key, captured, outputs, out_structure, build):
+        self.key, self.captured, self.outputs, self.out_structure, self.build = (
+            key, captured, outputs, out_structure, build)
+
+
+def trace(fn, args: list, structure, requires_grad: list) -> _Trace:
+    """Run ``fn(*leaves)`` once on stand-ins of ``args`` (arrays) and read its program off the tape.
+
+    ``requires_grad[i]`` says whether argument leaf ``i`` needs a cotangent.  Every stand-in
+    requires grad during the trace, so that every op on the way to the outputs is recorded.
+    Returns a :class:`_Trace`: its ``key`` identifies the program (ops, wiring, parameters,
+    shapes, dtypes), ``build()`` generates it.
+    """
+    standins = [Tensor._from_array(a) for a in args]
+    for t in standins:
+        t._requires_grad = True
+    start = next(autograd._ENTRY_INDEX)
+    previous = MODE.get()
+    MODE.set(previous.replace(grad_enabled=True, tracing=True))
+    try:
+        result = fn(*standins)
+    finally:
+        MODE.set(previous)
+    outputs, out_structure = flatten(result)
+    slots = {t: f"a{i}" for i, t in enumerate(standins)}
+    shapes = {f"a{i}": (a.shape, a.dtype) for i, a in enumerate(args)}
+    captured, nodes = [], []
+
+    # Walk back from the outputs to the stand-ins; anything older than the trace is captured.
+    order, stack, seen = [], list(outputs), set(outputs)
+    while stack:
+        t = stack.pop()
+        if t in slots:
+            continue
+        entry = t._entry
+        if entry is None or entry.index < start:
+            slots[t] = f"c{len(captured)}"
+            shapes[slots[t]] = (t.shape, t.dtype)
+            captured.append(t)
+            continue
+        order.append((entry.index, t))
+        for x in entry.inputs:
+            if x not in seen:
+                seen.add(x)
+                stack.append(x)
+    order.sort(key=lambda pair: pair[0])
+    for k, (_, t) in enumerate(order):
+        entry = t._entry
+        slots[t] = f"v{k}"
+        shapes[slots[t]] = (t.shape, t.dtype)
+        nodes.append(_Node(f"v{k}", entry.op, tuple(slots[x] for x in entry.inputs), entry.params, t.shape, t.dtype))
+    key = (
+        tuple((a.shape, a.dtype.str) for a in args), tuple(requires_grad), structure, out_structure,
+        tuple((t.shape, t.dtype.str, t._requires_grad) for t in captured),
+        tuple((id(n.op), n.args, tuple((k, _param_key(v)) for k, v in n.params.items())) for n in nodes),
+        tuple(slots[t] for t in outputs),
+    )
+
+    def build(differentiate: bool) -> Program:
+        return _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, differentiate)
+
+    return _Trace(key, captured, outputs, out_structure, build)
+
+
+def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, differentiate) -> Program:
+    writer = _Writer()
+    n_args, inputs = len(standins), standins + captured
+    input_names = [slots[t] for t in inputs]
+    forward_nodes, forward_returns, forward_alias = _simplify(list(nodes), [slots[t] for t in outputs], shapes)
+    if not differentiate:
+        source = _write(writer, "forward", input_names, forward_nodes, forward_returns)
+        return Program(source, None, writer.namespace, n_args, len(outputs), [], [], {}, [])
+
+    differentiable = [i for i, t in enumerate(inputs)
+                      if (requires_grad[i] if i < n_args else t._requires_grad) and t.dtype.kind == "f"]
+    grads, seeds, start = _trace_backward(outputs, [inputs[i] for i in differentiable])
+
+    # The backward program's values: the seeds, forward values (residuals) and its own nodes.
+    names = {g: f"g{k}" for k, g in enumerate(seeds)}
+    bshapes = dict(shapes)
+    bshapes.update({f"g{k}": (g.shape, g.dtype) for k, g in enumerate(seeds)})
+    forward_params = {id(v) for n in nodes for v in n.params.values()}
+    order, stack, seen = [], [g for g in grads if g is not None], set()
+    while stack:
+        t = stack.pop()
+        if t in names or t in seen:
+            continue
+        seen.add(t)
+        if t in slots:  # a forward value
+            names[t] = forward_alias.get(slots[t], slots[t])
+            continue
+        entry = t._entry
+        if entry is None or entry.index < start:
+            if t._data.ndim != 0:
+                raise TraceError(
+                    f"compile: a VJP rule made a constant of shape {t.shape} from values it read (not an op "
+                    "on the tape), so a compiled program cannot recompute it; use compile=False for this function")
+            names[t] = writer.constant(t._data)  # a number in a rule (``1 - y``, ``x * 2``)
+            bshapes[names[t]] = (t.shape, t.dtype)
+            continue
+        for v in entry.params.values():
+            if _literal(v) is None and id(v) not in forward_params and not isinstance(v, (np.dtype, type)):
+                raise TraceError(
+                    f"compile: the VJP rule behind {entry.op.name} passes a parameter computed from values "
+                    f"({type(v).__name__}); a compiled program cannot recompute it; use compile=False")
+        order.append((entry.index, t))
+        stack.extend(entry.inputs)
+    order.sort(key=lambda pair: pair[0])
+    bnodes = []
+    for k, (_, t) in enumerate(order):
+        names[t] = f"b{k}"
+        bshapes[f"b{k}"] = (t.shape, t.dtype)
+    for _, t in order:
+        entry = t._entry
+        bnodes.append(_Node(names[t], entry.op, tuple(names[x] for x in entry.inputs), entry.params, t.shape, t.dtype))
+    bnodes, returns, _ = _simplify(bnodes, [names[g] if g is not None else "None" for g in grads], bshapes)
+
+    # A captured input's cotangent ``left.T @ right``: return the two factors, so that a loop sums
+    # every step's term in one matmul over the stacked factors (as hand-written BPTT does).
+    producers = {n.out: n for n in bnodes}
+    uses = collections.Counter(a for n in bnodes for a in n.args)
+    outer = []
+    for j, i in enumerate(differentiable):
+        node = producers.get(returns[j])
+        left = producers.get(node.args[0]) if node is not None and node.op.name == "matmul" else None
+        if (i >= n_args and uses[returns[j]] == 0 and left is not None and left.op.name == "transpose"
+                and len(bshapes[left.args[0]][0]) == 2 and len(bshapes[node.args[1]][0]) == 2):
+            returns[j] = (left.args[0], node.args[1])
+            outer.append(j)
+    needed = [name for r in returns for name in (r if isinstance(r, tuple) else (r,)) if name != "None"]
+    bnodes, _, _ = _simplify(bnodes, needed, bshapes)
+    bnodes = _fuse_slice_cotangents(bnodes, returns, bshapes)
+
+    # Residuals: the forward values the backward reads; captured ones are passed once per call.
+    read = {a for n in bnodes for a in n.args} | set(needed)
+    captured_read = [k for k, t in enumerate(captured) if slots[t] in read]
+    produced = [n.out for n in forward_nodes] + [slots[t] for t in standins]
+    residuals = [v for v in produced if v in read]
+    forward_source = _write(writer, "forward", input_names, forward_nodes, forward_returns + residuals)
+    backward_args = [f"g{k}" for k in range(len(seeds))] + residuals + [slots[captured[k]] for k in captured_read]
+    backward_source = _write(writer, "backward", backward_args, bnodes, returns)
+    return Program(forward_source, backward_source, writer.namespace, n_args, len(outputs), residuals,
+                   differentiable, outer, captured_read)
+
+
+def _trace_backward(outputs, wrt):
+    """Reverse mode over the forward trace with ``create_graph=True``: the VJP rules record the backward."""
+    seeds = [Tensor._from_array(np.zeros(t.shape, t.dtype)) for t in outputs]
+    for g in seeds:
+        g._requires_grad = True
+    start = next(autograd._ENTRY_INDEX)
+    live = [k for k, t in enumerate(outputs) if t._requires_grad and t.dtype.kind == "f"]
+    if not live or not wrt:
+        return [None] * len(wrt), seeds, start
+    previous = MODE.get()
+    MODE.set(previous.replace(grad_enabled=True, tracing=True))
+    try:
+        grads = autograd.backward_pass([outputs[k] for k in live], [seeds[k] for k in live], retain_graph=True,
+                                       create_graph=True, inputs=wrt)
+    finally:
+        MODE.set(previous)
+    return grads, seeds, start
+
+
+# --------------------------------------------------------------------------- the cache
+_CACHE_SIZE = 256
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+STATS = {"programs": 0, "build_seconds": 0.0}  # programs generated, and the time spent generating them
+
+
+def _program(tr: _Trace, differentiate: bool) -> Program:
+    """The program of a trace: from the cache (least recently used goes first), or built now."""
+    key = (tr.key, differentiate)
+    program = _CACHE.get(key)
+    if program is None:
+        began = time.perf_counter()
+        program = tr.build(differentiate)
+        STATS["programs"] += 1
+        STATS["build_seconds"] += time.perf_counter() - began
+        _CACHE[key] = program
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    return program
+
+
+# --------------------------------------------------------------------------- scan
+def _widen(mask: np.ndarray, ndim: int) -> np.ndarray:
+    return mask.reshape(mask.shape[:1] + (1,) * (ndim - 1)) if ndim != mask.ndim else mask
+
+
+class _Run:
+    """One run of a program, as one tape entry: its outputs packed in one array (``packed``), and
+    what its VJP needs.  ``cotangent(i, g)`` is the entry's VJP for input ``i``: the generated
+    backward computes the cotangents of all inputs at once, for the first input asked."""
+
+    packed: np.ndarray
+    out_shapes: list
+
+    def cotangent(self, i: int, g: Tensor) -> Tensor:
+        if self.cotangents is None or self.cotangents[0] is not g:
+            if MODE.get().grad_enabled:  # create_graph: differentiate the eager loop, recorded
+                self.cotangents = (g, self._eager_cotangents(g))
+            else:
+                self.cotangents = (g, [Tensor._from_array(a) for a in self._backward(g._data)])
+        return self.cotangents[1][i]
+
+    def _backward(self, packed_cotangent: np.ndarray) -> list:
+        raise NotImplementedError
+
+    def _eager_cotangents(self, g: Tensor) -> list:
+        raise NotImplementedError
+
+
+def _split(packed, shapes) -> list:
+    """Views of ``packed`` (an array or Tensor), one per shape, in order."""
+    parts, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        part = packed[start:start + size]
+        parts.append(part.reshape(shape) if isinstance(part, np.ndarray) else ops.reshape(part, shape))
+        start += size
+    return parts
+
+
+def _record(op: Op, run: _Run, inputs: tuple, differentiate: bool) -> list:
+    """The outputs of ``run`` as tensors: ONE tape entry for the packed array, then a view per output."""
+    packed = Tensor._from_op(op, run.packed, inputs, {"run": run}) if differentiate else \
+        Tensor._from_array(run.packed)
+    return _split(packed, run.out_shapes)
+
+
+class _Loop(_Run):
+    """One run of a compiled step over a sequence (:func:`scan`)."""
+
+    def __init__(self, step, program, carry, xs, captured, times, masks, residuals, out_shapes, n_carry):
+        self.step, self.program, self.carry, self.xs, self.captured = step, program, carry, xs, captured
+        self.times, self.masks, self.residuals, self.out_shapes, self.n_carry = times, masks, residuals, out_shapes, n_carry
+        self.cotangents = None  # (the packed cotangent they are for, one Tensor per input)
+
+    def _backward(self, packed: np.ndarray) -> list:
+        program, nc, nx = self.program, self.n_carry, len(self.xs)
+        parts = _split(packed, self.out_shapes)
+        g_carry, g_ys = list(parts[:nc]), parts[nc:]
+        captured = [self.captured[k]._data for k in program.captured_read]
+        inputs = self.carry + self.xs + self.captured
+        sums = [None] * len(inputs)
+        factors = {j: ([], []) for j in program.outer}
+        x_grads = {i: np.zeros(x.shape, x.dtype) for i, x in enumerate(self.xs)}
+        for t, residuals in zip(reversed(self.times), reversed(self.residuals)):
+            mask = None if self.masks is None else self.masks[t]
+            g_y = [g[t] for g in g_ys]
+            if mask is not None:
+                g_pass = [np.where(_widen(mask, g.ndim), 0, g) for g in g_carry]
+                g_carry = [np.where(_widen(mask, g.ndim), g, 0) for g in g_carry]
+                g_y = [np.where(_widen(mask, g.ndim), g, 0) for g in g_y]
+            results = program.backward(*g_carry, *g_y, *residuals, *captured)
+            new_carry = [np.zeros_like(g) for g in g_carry] if mask is None else g_pass
+            for j, i in enumerate(program.differentiable):
+                r = results[j]
+                if r is None:
+                    continue
+                if i < nc:
+                    new_carry[i] = r if mask is None else new_carry[i] + r
+                elif i < nc + nx:
+                    x_grads[i - nc][t] = r
+                elif j in factors:
+                    factors[j][0].append(r[0])
+                    factors[j][1].append(r[1])
+                else:
+                    sums[i] = np.array(r, copy=True) if sums[i] is None else np.add(sums[i], r, out=sums[i])
+            g_carry = new_carry
+        for i in range(nc):
+            sums[i] = g_carry[i]
+        for k, g in x_grads.items():
+            sums[nc + k] = g
+        for j, (lefts, rights) in factors.items():
+            i = program.differentiable[j]
+            total = np.concatenate(lefts).T @ np.concatenate(rights)
+            sums[i] = total if sums[i] is None else total + sums[i]
+        return [np.zeros(x.shape, x.dtype) if s is None else s.astype(x.dtype, copy=False)
+                for s, x in zip(sums, inputs)]
+
+    def _eager_cotangents(self, g: Tensor) -> list:
+        inputs = self.carry_tensors + self.x_tensors + self.captured
+        out_carry, ys = _eager_scan(self.step, self.init_tree, self.xs_tree, self.reverse, self.masks)
+        outputs = flatten(out_carry)[0] + flatten(ys)[0]
+        return _differentiate_eagerly(outputs, inputs, _split(g, self.out_shapes))
+
+
+def _differentiate_eagerly(outputs, inputs, seeds) -> list:
+    """create_graph through a compiled run: the cotangents of ``inputs`` from the eager graph, recorded."""
+    wanted = [x for x in inputs if x._requires_grad]
+    grads = iter(autograd.grad(outputs, wanted, seeds, create_graph=True, allow_unused=True))
+    return [(next(grads) if x._requires_grad else None) for x in inputs]
+
+
+def _packed_output(*arrays, run):
+    return run.packed
+
+
+# The tape entries of compiled runs: the forward already ran, so replaying returns its packed outputs.
+SCAN, CALL = primitive(_packed_output, "scan"), primitive(_packed_output, "compiled")
+for _op in (SCAN, CALL):
+    trust(defvjp_argnum(_op, lambda i, g, ans, inputs, run: run.cotangent(i, g)))
+
+
+def _eager_scan(step, init, xs, reverse, masks):
+    """The reference semantics of :func:`scan`: the loop in Python, every op on the tape."""
+    x_leaves, x_structure = flatten(xs)
+    T = x_leaves[0].shape[0]
+    carry, ys = init, [None] * T
+    for t in range(T - 1, -1, -1) if reverse else range(T):
+        new_carry, y = step(carry, unflatten(x_structure, [x[t] for x in x_leaves]))
+        mask = None if masks is None else masks[t]
+        if mask is not None:
+            old = flatten(carry)[0]
+            new_leaves, structure = flatten(new_carry)
+            new_carry = unflatten(structure, [ops.where(_widen(mask, n.ndim), n, o) for n, o in zip(new_leaves, old)])
+            y_leaves, y_structure = flatten(y)
+            y = unflatten(y_structure, [ops.where(_widen(mask, v.ndim), v, 0) for v in y_leaves])
+        carry, ys[t] = new_carry, y
+    y_structure = flatten(ys[0])[1]
+    stacked = [ops.stack([flatten(y)[0][k] for y in ys]) for k in range(len(flatten(ys[0])[0]))]
+    return carry, unflatten(y_structure, stacked)
+
+
+def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True):  # noqa: A002
+    """Loop ``step`` over the leading axis of ``xs``, compiled (JAX's ``lax.scan``).
+
+    ``step(carry, x_t) -> (carry, y_t)``: ``carry`` is a Tensor or a nest (tuples, lists, dicts)
+    of Tensors, kept the same structure, shapes and dtypes by ``step``; ``x_t`` is ``xs`` (a
+    Tensor (T, ...) or a nest of them) at one step; ``y_t`` a Tensor or nest.  Returns
+    ``(final carry, ys)`` with every leaf of ``ys`` stacked to (T, ...).  ``reverse=True`` runs
+    t = T-1 .. 0 (ys still in time order).  ``masks``: None or T entries, each None or a (B,)
+    or (B, 1) bool array: where False, the step is padding — the carry keeps its old value,
+    ``y_t`` is 0, and no gradient flows through that step (the sequence driver's ``lengths``).
+
+    The step is traced once per call (one eager step) and run as generated NumPy: see
+    :class:`Program`.  The whole loop is ONE tape entry; its VJP runs the compiled step
+    backward from the last step to the first, and sums every captured weight's ``x_t.T @ g_t``
+    terms in one matmul.  ``create_graph=True`` through it differentiates the eager loop
+    instead (recomputed), so higher derivatives are exact.  ``compile=False``, anomaly mode, or
+    leaves of several dtypes run the loop eagerly (the reference semantics).
+
+    Raises:
+        ValueError: ``xs`` has no steps, or leaves of different lengths.
+        TypeError: ``step`` returns a carry of another structure, shape or dtype (as JAX).
+        TraceError: ``step`` reads a tensor's values (``bool(t)``, ``t.item()``, ``t.data``).
+    """
+    x_leaves, x_structure = flatten(xs)
+    carry_leaves, carry_structure = flatten(init)
+    if not x_leaves or x_leaves[0].ndim == 0 or x_leaves[0].shape[0] == 0:
+        raise ValueError("scan: xs needs at least one step (a leading axis of length >= 1)")
+    T = x_leaves[0].shape[0]
+    if any(x.ndim == 0 or x.shape[0] != T for x in x_leaves):
+        raise ValueError(f"scan: every leaf of xs needs the same leading length; got {[x.shape for x in x_leaves]}")
+    mode = MODE.get()
+    if not compile or mode.anomaly or mode.tracing:
+        return _eager_scan(step, init, xs, reverse, masks)
+    times = list(range(T - 1, -1, -1)) if reverse else list(range(T))
+    first = times[0]
+
+    def body(*leaves):
+        carry = unflatten(carry_structure, list(leaves[:len(carry_leaves)]))
+        return step(carry, unflatten(x_structure, list(leaves[len(carry_leaves):])))
+
+    args = [c._data for c in carry_leaves] + [x._data[first] for x in x_leaves]
+    requires = [True] * len(carry_leaves) + [x._requires_grad for x in x_leaves]
+    tr = trace(body, args, (tuple, ((len(carry_leaves), carry_structure), (len(x_leaves), x_structure))), requires)
+    out_carry, _ = unflatten(tr.out_structure, tr.outputs)
+    out_leaves, out_structure = flatten(out_carry)
+    if out_structure != carry_structure or any(
+            (o.shape, o.dtype) != (c.shape, c.dtype) for o, c in zip(out_leaves, carry_leaves)):
+        raise TypeError(
+            "scan: the step must return a carry of the structure, shapes and dtypes it received; got "
+            f"{[(o.shape, str(o.dtype)) for o in out_leaves]} for {[(c.shape, str(c.dtype)) for c in carry_leaves]}")
+    differentiate = mode.grad_enabled and any(t._requires_grad for t in carry_leaves + x_leaves + tr.captured)
+    dtypes = {t.dtype for t in tr.outputs}
+    if len(dtypes) != 1 or next(iter(dtypes)).kind != "f":
+        return _eager_scan(step, init, xs, reverse, masks)
+    program = _program(tr, differentiate)
+
+    nc, ny = len(carry_leaves), len(tr.outputs) - len(carry_leaves)
+    captured = [t._data for t in tr.captured]
+    y_shapes = [(T,) + t.shape for t in tr.outputs[nc:]]
+    out_shapes = [c.shape for c in carry_leaves] + y_shapes
+    packed = np.empty(sum(int(np.prod(s)) for s in out_shapes), next(iter(dtypes)))
+    parts = _split(packed, out_shapes)
+    ys = parts[nc:]
+    carry = [c._data for c in carry_leaves]
+    xs_data = [x._data for x in x_leaves]
+    residuals = [] if differentiate else None
+    forward, ng = program.forward, nc + ny
+    for t in times:
+        results = forward(*carry, *[x[t] for x in xs_data], *captured)
+        mask = None if masks is None else masks[t]
+        if mask is None:
+            carry = list(results[:nc])
+            for buffer, y in zip(ys, results[nc:ng]):
+                buffer[t] = y
+        else:
+            carry = [np.where(_widen(mask, n.ndim), n, o) for n, o in zip(results[:nc], carry)]
+            for buffer, y in zip(ys, results[nc:ng]):
+                buffer[t] = np.where(_widen(mask, y.ndim), y, 0)
+        if residuals is not None:
+            residuals.append(results[ng:])
+    for part, c in zip(parts, carry):
+        part[...] = c
+
+    run = _Loop(step, program, [c._data for c in carry_leaves], xs_data, tr.captured, times, masks, residuals,
+                out_shapes, nc)
+    run.packed = packed
+    run.carry_tensors, run.x_tensors = carry_leaves, x_leaves
+    run.init_tree, run.xs_tree, run.reverse = init, xs, reverse
+    leaves = _record(SCAN, run, tuple(carry_leaves) + tuple(x_leaves) + tuple(tr.captured), differentiate)
+    y_structure = flatten(unflatten(tr.out_structure, tr.outputs)[1])[1]
+    return unflatten(carry_structure, leaves[:nc]), unflatten(y_structure, leaves[nc:])
+
+
+
+# --------------------------------------------------------------------------- compile
+class _Call(_Run):
+    """One call of a compiled function (:func:`compile`)."""
+
+    def __init__(self, compiled, program, args, captured, residuals, out_shapes, packed):
+        self.compiled, self.program, self.args, self.captured = compiled, program, args, captured
+        self.residuals, self.out_shapes, self.packed = residuals, out_shapes, packed
+        self.cotangents = None
+
+    def _backward(self, packed_cotangent: np.ndarray) -> list:
+        program, inputs = self.program, self.args + self.captured
+        captured = [self.captured[k]._data for k in program.captured_read]
+        results = program.backward(*_split(packed_cotangent, self.out_shapes), *self.residuals, *captured)
+        grads = [None] * len(inputs)
+        for j, i in enumerate(program.differentiable):
+            r = results[j]
+            grads[i] = r[0].T @ r[1] if j in program.outer else r
+        return [np.zeros(x.shape, x.dtype) if g is None else np.asarray(g, x.dtype) for g, x in zip(grads, inputs)]
+
+    def _eager_cotangents(self, g: Tensor) -> list:
+        outputs = flatten(self.compiled.fn(*unflatten(self.compiled_structure, self.args)))[0]
+        return _differentiate_eagerly(outputs, self.args + self.captured, _split(g, self.out_shapes))
+
+
+class Compiled:
+    """``minigrad.compile(fn)``: ``fn`` traced once per signature, then run as generated NumPy.
+
+    A signature is the shapes and dtypes of the argument tensors, which of them require grad,
+    their nesting, and the grad mode.  Calls with a known signature run the generated forward
+    and record ONE tape entry whose VJP is the generated backward; ``backward``/``grad``, hooks
+    on the outputs, ``no_grad`` (no residuals kept) and in-place version checks work through
+    it; ``create_graph=True`` differentiates ``fn`` re-run eagerly; anomaly mode runs ``fn``
+    eagerly.  Tensors ``fn`` reads without taking them (a module's parameters) are inputs of
+    the program, read afresh on every call: the same objects, their current values.  They must
+    be leaves: a tensor computed outside ``fn`` belongs to one call's graph, so it is an error
+    (pass it as an argument, or use :func:`scan`, which traces every call).
+
+    At most ``cache_size`` signatures are kept (least recently used goes first).
+    """
+
+    def __init__(self, fn, cache_size: int = 64):
+        if not callable(fn):
+            raise TypeError(f"compile: expected a function; got {type(fn).__name__}")
+        self.fn, self.cache_size = fn, cache_size
+        self._programs: collections.OrderedDict = collections.OrderedDict()
+        functools.update_wrapper(self, fn)
+
+    def _prepare(self, args):
+        leaves, structure = flatten(list(args))
+        mode = MODE.get()
+        signature = (structure, tuple((t.shape, t.dtype.str, t._requires_grad) for t in leaves), mode.grad_enabled)
+        entry = self._programs.get(signature)
+        if entry is None:
+            def body(*standins):
+                return self.fn(*unflatten(structure, list(standins)))
+
+            tr = trace(body, [t._data for t in leaves], structure, [t._requires_grad for t in leaves])
+            for t in tr.captured:
+                if t._entry is not None:
+                    raise TraceError(
+                        f"compile: {getattr(self.fn, '__name__', 'fn')} reads a tensor of shape {t.shape} that an "
+                        "op outside it computed: pass it as an argument (or use minigrad.scan, which traces "
+                        "every call)")
+            differentiate = mode.grad_enabled and any(t._requires_grad for t in leaves + tr.captured)
+            dtypes = {t.dtype for t in tr.outputs}
+            program = tr.build(differentiate) if len(dtypes) == 1 else None
+            entry = self._programs[signature] = (program, tr.captured, tr.out_structure,
+                                                 [t.shape for t in tr.outputs], differentiate)
+            if len(self._programs) > self.cache_size:
+                self._programs.popitem(last=False)
+        else:
+            self._programs.move_to_end(signature)
+        return leaves, structure, entry
+
+    def __call__(self, *args):
+        mode = MODE.get()
+        if mode.anomaly or mode.tracing:
+            return self.fn(*args)
+        leaves, structure, (program, captured, out_structure, out_shapes, differentiate) = self._prepare(args)
+        if program is None:  # outputs of several dtypes do not pack into one entry
+            return self.fn(*args)
+        results = program.forward(*[t._data for t in leaves], *[t._data for t in captured])
+        n = program.n_outputs
+        packed = np.concatenate([np.ravel(r) for r in results[:n]]) if n else np.empty(0)
+        run = _Call(self, program, leaves, captured, results[n:] if differentiate else None, out_shapes, packed)
+        run.compiled_structure = structure
+        return unflatten(out_structure, _record(CALL, run, tuple(leaves) + tuple(captured), differentiate))
+
+    def source(self, *args) -> str:
+        """The generated forward and backward programs for the signature of ``args``."""
+        program = self._prepare(args)[2][0]
+        return "" if program is None else program.source()
+
+
+def compile(fn=None, *, cache_size: int = 64):  # noqa: A001 - torch.compile's name
+    """Trace ``fn`` once per signature and run it as generated NumPy: see :class:`Compiled`.
+
+    ``fn(*args)`` takes Tensors (or nests of them) and returns a Tensor or a nest of Tensors of
+    one float dtype.  Usable as ``@minigrad.compile`` or ``minigrad.compile(fn)``.
+    """
+    if fn is None:
+        return functools.partial(compile, cache_size=cache_size)
+    return Compiled(fn, cache_size)
