@@ -34,8 +34,10 @@ def sigmoid(a: np.ndarray) -> np.ndarray:
     z = np.abs(a, out=np.empty_like(a))
     np.negative(z, out=z)
     np.exp(z, out=z)  # z = exp(-|a|)
-    # the numerator, 1 for a >= 0 and z below, by np.where: a masked copyto or ufunc runs 3x slower
-    numerator = np.where(a < 0, z, 1)
+    # The numerator, 1 for a >= 0 and z = exp(a) below, as exp(min(a, 0)): the same bits, and
+    # branch-free; np.where over a mask of random signs ran 3x slower than the whole kernel.
+    numerator = np.minimum(a, 0, out=np.empty_like(a))
+    np.exp(numerator, out=numerator)
     z += 1  # the denominator
     return np.divide(numerator, z, out=numerator)
 

@@ -249,11 +249,43 @@ def _param_key(value):
     return ("literal", source) if source is not None else ("object", id(value))
 
 
-def _write(writer: _Writer, name: str, args: list, nodes: list, returns: list) -> str:
-    lines = [f"def {name}({', '.join(args)}):"]
+def _index_source(index) -> str | None:
+    """``index`` in subscript notation (``:, 4:8``) if it is made of ints and slices, else None."""
+    def one(i):
+        if isinstance(i, slice):
+            start, stop, step = ("" if v is None else _literal(v) for v in (i.start, i.stop, i.step))
+            return None if None in (start, stop, step) else f"{start}:{stop}" + (f":{step}" if step else "")
+        return repr(int(i)) if isinstance(i, (int, np.integer)) and not isinstance(i, bool) else None
+    items = [one(i) for i in (index if isinstance(index, tuple) else (index,))]
+    if None in items or not items:
+        return None
+    return ", ".join(items) + ("," if len(items) == 1 and isinstance(index, tuple) else "")
+
+
+def _body(writer: _Writer, nodes: list, indent: str) -> list:
+    """One line per node: ``out = op(*args, key=param, ...)``; basic indexing and the fused slice
+    cotangents are written as subscripts, which is how one would write them by hand."""
+    lines = []
     for node in nodes:
-        params = [f"{k}={writer.constant(v)}" for k, v in node.params.items()]
-        lines.append(f"    {node.out} = {writer.op(node.op)}({', '.join([*node.args, *params])})")
+        name, p = node.op.name, node.params
+        if name == "getitem" and p["basic"] and _index_source(p["index"]) is not None:
+            lines.append(f"{indent}{node.out} = {node.args[0]}[{_index_source(p['index'])}]")
+            continue
+        if node.op in (SCATTER_SUM, ADD_INTO) and all(p["basics"]) and None not in map(_index_source, p["indices"]):
+            gs = node.args if node.op is SCATTER_SUM else node.args[1:]
+            if node.op is SCATTER_SUM:
+                lines.append(f"{indent}{node.out} = np.zeros({_literal(tuple(p['shape']))}, {gs[0]}.dtype)")
+            else:
+                lines.append(f"{indent}{node.out} = {node.args[0]}")
+            lines += [f"{indent}{node.out}[{_index_source(i)}] += {g}" for g, i in zip(gs, p["indices"])]
+            continue
+        params = [f"{k}={writer.constant(v)}" for k, v in p.items()]
+        lines.append(f"{indent}{node.out} = {writer.op(node.op)}({', '.join([*node.args, *params])})")
+    return lines
+
+
+def _write(writer: _Writer, name: str, args: list, nodes: list, returns: list) -> str:
+    lines = [f"def {name}({', '.join(args)}):", *_body(writer, nodes, "    ")]
     shown = [f"({r[0]}, {r[1]})" if isinstance(r, tuple) else r for r in returns]
     lines.append(f"    return ({', '.join(shown)}{',' if len(shown) == 1 else ''})")
     return "\n".join(lines)
@@ -370,7 +402,9 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
     forward_nodes, forward_returns, forward_alias = _simplify(list(nodes), [slots[t] for t in outputs], shapes)
     if not differentiate:
         source = _write(writer, "forward", input_names, forward_nodes, forward_returns)
-        return Program(source, None, writer.namespace, n_args, len(outputs), [], [], {}, [])
+        program = Program(source, None, writer.namespace, n_args, len(outputs), [], [], {}, [])
+        program.parts = _Parts(writer, input_names, forward_nodes, forward_returns, [], None, None, [])
+        return program
 
     differentiable = [i for i, t in enumerate(inputs)
                       if (requires_grad[i] if i < n_args else t._requires_grad) and t.dtype.kind == "f"]
@@ -440,8 +474,22 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
     forward_source = _write(writer, "forward", input_names, forward_nodes, forward_returns + residuals)
     backward_args = [f"g{k}" for k in range(len(seeds))] + residuals + [slots[captured[k]] for k in captured_read]
     backward_source = _write(writer, "backward", backward_args, bnodes, returns)
-    return Program(forward_source, backward_source, writer.namespace, n_args, len(outputs), residuals,
-                   differentiable, outer, captured_read)
+    program = Program(forward_source, backward_source, writer.namespace, n_args, len(outputs), residuals,
+                      differentiable, outer, captured_read)
+    program.parts = _Parts(writer, input_names, forward_nodes, forward_returns, residuals, bnodes, returns,
+                           [slots[captured[k]] for k in captured_read])
+    return program
+
+
+class _Parts:
+    """What a program's source was written from, kept to write loops over it (:func:`_loop_source`)."""
+
+    def __init__(self, writer, input_names, forward_nodes, forward_returns, residuals, backward_nodes,
+                 backward_returns, captured_read_names):
+        self.writer, self.input_names = writer, input_names
+        self.forward_nodes, self.forward_returns, self.residuals = forward_nodes, forward_returns, residuals
+        self.backward_nodes, self.backward_returns = backward_nodes, backward_returns
+        self.captured_read_names = captured_read_names
 
 
 def _trace_backward(outputs, wrt):
@@ -487,6 +535,115 @@ def _program(tr: _Trace, differentiate: bool) -> Program:
 
 
 # --------------------------------------------------------------------------- scan
+def _unpack(names: list, source: str) -> str:
+    return f"{', '.join(names)}, = {source}" if names else f"_ = {source}"
+
+
+def _hoist(nodes: list, invariant: set) -> tuple[list, list]:
+    """Split ``nodes`` into those that read only loop invariants (``invariant``: captured inputs and
+    constants), computed once before the loop, and the rest (per step)."""
+    written_into = {n.args[0] for n in nodes if n.op is ADD_INTO}  # changed in place every step
+    before, inside, invariant = [], [], set(invariant)
+    for node in nodes:
+        if all(a in invariant for a in node.args) and node.out not in written_into and node.op not in (
+                SCATTER_SUM, ADD_INTO):
+            before.append(node)
+            invariant.add(node.out)
+        else:
+            inside.append(node)
+    return before, inside
+
+
+def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) -> tuple[str, str | None]:
+    """The forward and backward loops of :func:`scan` around a step program, as Python source.
+
+    The step's lines are inlined into the loop, so a step costs its NumPy calls and nothing
+    else; ``ranks`` are the ranks of the carry and then the y leaves (for widening masks);
+    ``masked``: with the lines for per-step masks (padding).
+    """
+    parts = program.parts
+    carry, xt = parts.input_names[:nc], parts.input_names[nc:nc + nx]
+    captured = parts.input_names[program.n_inputs:]
+    new_carry, ys = parts.forward_returns[:nc], parts.forward_returns[nc:]
+    X, Y = [f"X{k}" for k in range(nx)], [f"Y{k}" for k in range(len(ys))]
+    constants = set(parts.writer.constants.values())
+    before, inside = _hoist(parts.forward_nodes, set(captured) | constants)
+    f = ["def forward_loop(times, carry, xs, captured, ys, residuals, masks):",
+         "    " + _unpack(carry, "carry"), "    " + _unpack(X, "xs"), "    " + _unpack(captured, "captured"),
+         "    " + _unpack(Y, "ys"), *_body(parts.writer, before, "    "), "    for t in times:"]
+    f += [f"        {a} = {x}[t]" for a, x in zip(xt, X)]
+    f += _body(parts.writer, inside, "        ")
+    n_names, q_names = [f"n{k}" for k in range(nc)], [f"q{k}" for k in range(len(ys))]
+    f += [f"        {n} = {v}" for n, v in zip(n_names, new_carry)] + [f"        {q} = {v}" for q, v in zip(q_names, ys)]
+    if masked:  # past a sequence's end the carry keeps its value and y is 0
+        f += ["        m = masks[t]", "        if m is not None:"]
+        f += [f"            {n} = np.where(_widen(m, {r}), {n}, {a})" for n, a, r in zip(n_names, carry, ranks)]
+        f += [f"            {q} = np.where(_widen(m, {r}), {q}, 0)" for q, r in zip(q_names, ranks[nc:])]
+        f += ["            pass"]
+    f += [f"        {y}[t] = {q}" for y, q in zip(Y, q_names)]
+    if parts.residuals:
+        f += [f"        if residuals is not None:", f"            residuals.append(({', '.join(parts.residuals)},))"]
+    if carry:
+        f += [f"        {', '.join(carry)}, = {', '.join(n_names)},"]
+    f += [f"    return ({', '.join(carry)}{',' if carry else ''})"]
+    if parts.backward_nodes is None:
+        return "\n".join(f), None
+
+    seeds = [f"g{k}" for k in range(nc + len(ys))]
+    G, GX = [f"G{k}" for k in range(len(ys))], [f"GX{k}" for k in range(nx)]
+    before, inside = _hoist(parts.backward_nodes, set(parts.captured_read_names) | constants)
+    b = ["def backward_loop(times, g_carry, g_ys, residuals, captured, gxs, masks, sums, lefts, rights, zeros):",
+         "    " + _unpack(seeds[:nc], "g_carry"), "    " + _unpack(G, "g_ys"),
+         "    " + _unpack(parts.captured_read_names, "captured"), "    " + _unpack(GX, "gxs"),
+         *_body(parts.writer, before, "    "), "    for t in reversed(times):"]
+    if parts.residuals:
+        b += [f"        {', '.join(parts.residuals)}, = residuals.pop()"]
+    b += [f"        {g} = {G_}[t]" for g, G_ in zip(seeds[nc:], G)]
+    p_names = [f"p{k}" for k in range(nc)]
+    if masked:  # padding passes the carry's cotangent through and gets none
+        b += ["        m = masks[t]", "        if m is not None:"]
+        b += [f"            {p} = np.where(_widen(m, {r}), 0, {g})" for p, g, r in zip(p_names, seeds, ranks)]
+        b += [f"            {g} = np.where(_widen(m, {r}), {g}, 0)" for g, r in zip(seeds, ranks)] + ["            pass"]
+    b += _body(parts.writer, inside, "        ")
+    carry_out = {}
+    for j, i in enumerate(program.differentiable):
+        r = parts.backward_returns[j]
+        if i < nc:
+            carry_out[i] = r
+        elif i < nc + nx:
+            if r != "None":
+                b.append(f"        GX{i - nc}[t] = {r}")
+        elif j in program.outer:
+            b += [f"        lefts[{j}].append({r[0]})", f"        rights[{j}].append({r[1]})"]
+        elif r != "None":
+            b.append(f"        np.add(sums[{j}], {r}, out=sums[{j}])")
+    news = []
+    for i in range(nc):
+        r = carry_out.get(i, "None")
+        news.append(f"zeros[{i}]" if r == "None" else r)
+    if masked:
+        b += ["        if m is not None:"] + [f"            {g} = {new} + {p}" for g, new, p in zip(seeds, news, p_names)]
+        b += ["        else:"] + ([f"            {', '.join(seeds[:nc])}, = {', '.join(news)},"] if nc else ["            pass"])
+    elif nc:
+        b += [f"        {', '.join(seeds[:nc])}, = {', '.join(news)},"]
+    b += [f"    return ({', '.join(seeds[:nc])}{',' if nc else ''})"]
+    return "\n".join(f), "\n".join(b)
+
+
+def _loops(program: Program, nc: int, nx: int, ranks: list, masked: bool):
+    """The compiled loops of ``program`` (generated on first use, kept on it)."""
+    key = (nc, nx, tuple(ranks), masked)
+    loops = program.__dict__.setdefault("loops", {})
+    if key not in loops:
+        forward_source, backward_source = _loop_source(program, nc, nx, ranks, masked)
+        namespace = dict(program.parts.writer.namespace, _widen=_widen)
+        exec(forward_source, namespace)  # noqa: S102 - our own generated source
+        if backward_source:
+            exec(backward_source, namespace)  # noqa: S102
+        loops[key] = (namespace["forward_loop"], namespace.get("backward_loop"), forward_source, backward_source)
+    return loops[key]
+
+
 def _widen(mask: np.ndarray, ndim: int) -> np.ndarray:
     return mask.reshape(mask.shape[:1] + (1,) * (ndim - 1)) if ndim != mask.ndim else mask
 
@@ -543,45 +700,23 @@ class _Loop(_Run):
     def _backward(self, packed: np.ndarray) -> list:
         program, nc, nx = self.program, self.n_carry, len(self.xs)
         parts = _split(packed, self.out_shapes)
-        g_carry, g_ys = list(parts[:nc]), parts[nc:]
-        captured = [self.captured[k]._data for k in program.captured_read]
         inputs = self.carry + self.xs + self.captured
-        sums = [None] * len(inputs)
-        factors = {j: ([], []) for j in program.outer}
-        x_grads = {i: np.zeros(x.shape, x.dtype) for i, x in enumerate(self.xs)}
-        for t, residuals in zip(reversed(self.times), reversed(self.residuals)):
-            mask = None if self.masks is None else self.masks[t]
-            g_y = [g[t] for g in g_ys]
-            if mask is not None:
-                g_pass = [np.where(_widen(mask, g.ndim), 0, g) for g in g_carry]
-                g_carry = [np.where(_widen(mask, g.ndim), g, 0) for g in g_carry]
-                g_y = [np.where(_widen(mask, g.ndim), g, 0) for g in g_y]
-            results = program.backward(*g_carry, *g_y, *residuals, *captured)
-            new_carry = [np.zeros_like(g) for g in g_carry] if mask is None else g_pass
-            for j, i in enumerate(program.differentiable):
-                r = results[j]
-                if r is None:
-                    continue
-                if i < nc:
-                    new_carry[i] = r if mask is None else new_carry[i] + r
-                elif i < nc + nx:
-                    x_grads[i - nc][t] = r
-                elif j in factors:
-                    factors[j][0].append(r[0])
-                    factors[j][1].append(r[1])
-                else:
-                    sums[i] = np.array(r, copy=True) if sums[i] is None else np.add(sums[i], r, out=sums[i])
-            g_carry = new_carry
-        for i in range(nc):
-            sums[i] = g_carry[i]
-        for k, g in x_grads.items():
-            sums[nc + k] = g
-        for j, (lefts, rights) in factors.items():
-            i = program.differentiable[j]
-            total = np.concatenate(lefts).T @ np.concatenate(rights)
-            sums[i] = total if sums[i] is None else total + sums[i]
-        return [np.zeros(x.shape, x.dtype) if s is None else s.astype(x.dtype, copy=False)
-                for s, x in zip(sums, inputs)]
+        differentiable = program.differentiable
+        sums = [np.zeros(inputs[i].shape, inputs[i].dtype) if nc + nx <= i and j not in program.outer else None
+                for j, i in enumerate(differentiable)]
+        lefts, rights = [[] for _ in differentiable], [[] for _ in differentiable]
+        gxs = [np.zeros(x.shape, x.dtype) for x in self.xs]
+        zeros = [np.zeros(c.shape, c.dtype) for c in self.carry]
+        backward_loop = _loops(program, nc, nx, self.ranks, self.masks is not None)[1]
+        captured = [self.captured[k]._data for k in program.captured_read]
+        g_carry = backward_loop(self.times, parts[:nc], parts[nc:], self.residuals, captured, gxs, self.masks,
+                                sums, lefts, rights, zeros)
+        grads = list(g_carry) + gxs + [None] * len(self.captured)
+        for j, i in enumerate(differentiable):
+            if i >= nc + nx:
+                grads[i] = np.concatenate(lefts[j]).T @ np.concatenate(rights[j]) if j in program.outer else sums[j]
+        return [np.zeros(x.shape, x.dtype) if g is None else g.astype(x.dtype, copy=False)
+                for g, x in zip(grads, inputs)]
 
     def _eager_cotangents(self, g: Tensor) -> list:
         inputs = self.carry_tensors + self.x_tensors + self.captured
@@ -690,23 +825,11 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     packed = np.empty(sum(int(np.prod(s)) for s in out_shapes), next(iter(dtypes)))
     parts = _split(packed, out_shapes)
     ys = parts[nc:]
-    carry = [c._data for c in carry_leaves]
     xs_data = [x._data for x in x_leaves]
     residuals = [] if differentiate else None
-    forward, ng = program.forward, nc + ny
-    for t in times:
-        results = forward(*carry, *[x[t] for x in xs_data], *captured)
-        mask = None if masks is None else masks[t]
-        if mask is None:
-            carry = list(results[:nc])
-            for buffer, y in zip(ys, results[nc:ng]):
-                buffer[t] = y
-        else:
-            carry = [np.where(_widen(mask, n.ndim), n, o) for n, o in zip(results[:nc], carry)]
-            for buffer, y in zip(ys, results[nc:ng]):
-                buffer[t] = np.where(_widen(mask, y.ndim), y, 0)
-        if residuals is not None:
-            residuals.append(results[ng:])
+    ranks = [c.ndim for c in carry_leaves] + [t.ndim for t in tr.outputs[nc:]]
+    forward_loop = _loops(program, nc, len(x_leaves), ranks, masks is not None)[0]
+    carry = forward_loop(times, [c._data for c in carry_leaves], xs_data, captured, ys, residuals, masks)
     for part, c in zip(parts, carry):
         part[...] = c
 
@@ -714,7 +837,7 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
                 out_shapes, nc)
     run.packed = packed
     run.carry_tensors, run.x_tensors = carry_leaves, x_leaves
-    run.init_tree, run.xs_tree, run.reverse = init, xs, reverse
+    run.init_tree, run.xs_tree, run.reverse, run.ranks = init, xs, reverse, ranks
     leaves = _record(SCAN, run, tuple(carry_leaves) + tuple(x_leaves) + tuple(tr.captured), differentiate)
     y_structure = flatten(unflatten(tr.out_structure, tr.outputs)[1])[1]
     return unflatten(carry_structure, leaves[:nc]), unflatten(y_structure, leaves[nc:])

@@ -1,6 +1,6 @@
 """Every PyTorch reference case in ../shared/reference/torch_rnn: our cells and layers, loaded with
 PyTorch's weights, must give PyTorch's outputs, final states and gradients (x, h0, c0, every
-parameter) to 1e-8 in float64."""
+parameter) to 1e-8 in float64, with compiled steps and eagerly."""
 
 import json
 from pathlib import Path
@@ -40,10 +40,13 @@ def assert_close(got, want, what):
     np.testing.assert_allclose(np.asarray(got), want, rtol=TOL, atol=TOL, err_msg=what)
 
 
+@pytest.mark.parametrize("compile", [True, False], ids=["compiled", "eager"])
 @pytest.mark.parametrize("stem", CASES)
-def test_matches_pytorch(shared_file, stem):
+def test_matches_pytorch(shared_file, stem, compile):  # noqa: A002
     config, ref = load_case(shared_file, stem)
     model = build(config)
+    if hasattr(model, "compile"):  # layers: compiled steps (the default) and the eager reference
+        model.compile = compile
     params = {k.removeprefix("param."): v for k, v in ref.items() if k.startswith("param.")}
     assert [name for name, _ in model.named_parameters()] == list(params)  # PyTorch's names and order
     model.load_state_dict(params)

@@ -1,0 +1,364 @@
+"""Compiled steps (minigrad/compiler.py): what is compiled equals the eager reference semantics.
+
+Properties over the built-in cells, the example cells and generated cells with nested states, over
+layer configurations (layers, directions, lengths, batch_first, proj_size, dropout), in float64 and
+float32: outputs, final states and every gradient agree.  Then what works through one compiled
+tape entry (no_grad, hooks, version checks, create_graph), and what a trace refuses.
+"""
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import minigrad as mg
+from minigrad import compiler, ops
+from minigrad.autograd import TraceError
+from minigrad.extend import defvjp, primitive
+from minigrad.nn import Parameter
+from minigrad.testing import gradgradcheck
+from minigrad_rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, Recurrent, RNNCell, run_cell
+from minigrad_rnn.cells import RecurrentCell
+from minigrad_rnn.examples import IndRNNCell, LayerNormLSTMCell, PeepholeLSTMCell
+
+TOL = {np.float64: 1e-12, np.float32: 1e-5}
+
+
+def run_both(make, x_array, loss_weights, **call):
+    """Outputs, final state leaves and gradients (input, then parameters) of ``make()``'s layer, compiled and eager."""
+    results = []
+    for compile in (True, False):  # noqa: A001
+        layer = make()
+        layer.compile = compile
+        x = mg.Tensor(x_array, requires_grad=True)
+        out, state = layer(x, **call)
+        leaves = compiler.flatten(state)[0]
+        loss = (out * mg.Tensor(loss_weights)).sum() + sum((leaf * leaf).sum() for leaf in leaves)
+        loss.backward()
+        results.append([out.data, *[leaf.data for leaf in leaves], x.grad.data,
+                        *[p.grad.data for p in layer.parameters()]])
+    return results
+
+
+def assert_same(compiled, eager, dtype):
+    assert len(compiled) == len(eager)
+    for k, (a, b) in enumerate(zip(compiled, eager)):
+        np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype], err_msg=f"result {k}")
+
+
+CELLS = {
+    "rnn_tanh": lambda I, H, dtype, rng: RNNCell(I, H, dtype=dtype, rng=rng),
+    "rnn_relu": lambda I, H, dtype, rng: RNNCell(I, H, nonlinearity="relu", dtype=dtype, rng=rng),
+    "lstm": lambda I, H, dtype, rng: LSTMCell(I, H, dtype=dtype, rng=rng),
+    "lstm_proj": lambda I, H, dtype, rng: LSTMCell(I, H, proj_size=max(1, H // 2), dtype=dtype, rng=rng),
+    "gru": lambda I, H, dtype, rng: GRUCell(I, H, dtype=dtype, rng=rng),
+    "gru_no_bias": lambda I, H, dtype, rng: GRUCell(I, H, bias=False, dtype=dtype, rng=rng),
+    "peephole": lambda I, H, dtype, rng: PeepholeLSTMCell(I, H, dtype=dtype, rng=rng),
+    "layernorm": lambda I, H, dtype, rng: LayerNormLSTMCell(I, H, dtype=dtype, rng=rng),
+    "indrnn": lambda I, H, dtype, rng: IndRNNCell(I, H, dtype=dtype, rng=rng),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(cell=st.sampled_from(sorted(CELLS)), dtype=st.sampled_from([np.float64, np.float32]),
+       T=st.integers(1, 5), B=st.integers(1, 3), I=st.integers(1, 4), H=st.integers(2, 5),
+       bidirectional=st.booleans(), num_layers=st.integers(1, 2), padded=st.booleans(), seed=st.integers(0, 99))
+def test_every_cell_compiled_equals_eager(cell, dtype, T, B, I, H, bidirectional, num_layers, padded, seed):
+    D = 2 if bidirectional else 1
+
+    def make():
+        rng = np.random.default_rng(seed)
+        cells, size = [], I
+        for _ in range(num_layers):
+            cells += [CELLS[cell](size, H, dtype, rng) for _ in range(D)]
+            size = D * cells[-1].output_size
+        return Recurrent(cells, bidirectional=bidirectional)
+
+    rng = np.random.default_rng(seed + 1)
+    lengths = rng.integers(1, T + 1, size=B).tolist() if padded else None
+    out_size = D * make().cells[-1].output_size
+    x, w = rng.standard_normal((T, B, I)).astype(dtype), rng.standard_normal((T, B, out_size))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no cell may fall back to the eager loop
+        compiled, eager = run_both(make, x, w, lengths=lengths)
+    assert_same(compiled, eager, dtype)
+
+
+@settings(max_examples=25, deadline=None)
+@given(kind=st.sampled_from(["lstm", "gru", "rnn"]), batch_first=st.booleans(), proj=st.booleans(),
+       dropout=st.sampled_from([0.0, 0.5]), recurrent_dropout=st.sampled_from([0.0, 0.3]),
+       dtype=st.sampled_from([np.float64, np.float32]), seed=st.integers(0, 99))
+def test_layer_options_compiled_equal_eager(kind, batch_first, proj, dropout, recurrent_dropout, dtype, seed):
+    layer_class = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[kind]
+    extra = {"proj_size": 2} if kind == "lstm" and proj else {}
+
+    def make():  # the same generator state for both runs: the same dropout masks
+        return layer_class(3, 4, 2, batch_first=batch_first, dropout=dropout, bidirectional=True, dtype=dtype,
+                           rng=np.random.default_rng(seed), recurrent_dropout=recurrent_dropout, **extra)
+
+    rng = np.random.default_rng(seed)
+    shape = (2, 5, 3) if batch_first else (5, 2, 3)
+    out_size = 2 * (2 if extra else 4)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(shape[:2] + (out_size,))
+    compiled, eager = run_both(make, x, w, lengths=[5, 3])
+    assert_same(compiled, eager, dtype)
+
+
+class NestedCell(RecurrentCell):
+    """A generated cell: ``program`` picks the ops; its state is a dict holding a tuple."""
+
+    OPS = {
+        "tanh": lambda a, b, w: ops.tanh(a),
+        "sigmoid_mul": lambda a, b, w: ops.sigmoid(a) * b,
+        "matmul": lambda a, b, w: a @ w,
+        "add_sub": lambda a, b, w: a + b - 0.5 * a,
+        "relu_abs": lambda a, b, w: ops.relu(a) + ops.abs(b),
+        "slices": lambda a, b, w: ops.concatenate([a[:, 1:], b[:, :1]], axis=1),
+        "exp_div": lambda a, b, w: ops.exp(-(a * a)) / (1 + b * b),
+        "sum_broadcast": lambda a, b, w: a + ops.sum(b, axis=1, keepdims=True),
+    }
+
+    def __init__(self, size, program, rng):
+        super().__init__(size, size, dtype=np.float64)
+        self.program = program
+        self.w = Parameter(rng.standard_normal((size, size)) * 0.5)
+        self.u = Parameter(rng.standard_normal(size) * 0.5)
+
+    def initial_state(self, batch_size):
+        zeros = np.zeros((batch_size, self.hidden_size))
+        return {"h": mg.Tensor(zeros), "memory": (mg.Tensor(zeros + 0.1), mg.Tensor(zeros - 0.2))}
+
+    def step(self, x_t, state):
+        a, (b, c) = state["h"] + x_t, state["memory"]
+        for name in self.program:
+            a, b = self.OPS[name](a, b, self.w) + self.u, a
+        h = ops.tanh(a) * 0.9 + c * 0.1
+        return h, {"h": h, "memory": (ops.tanh(b), c * ops.sigmoid(a))}
+
+
+@settings(max_examples=40, deadline=None)
+@given(program=st.lists(st.sampled_from(sorted(NestedCell.OPS)), min_size=1, max_size=5),
+       reverse=st.booleans(), padded=st.booleans(), seed=st.integers(0, 99))
+def test_generated_cells_with_nested_states_compiled_equal_eager(program, reverse, padded, seed):
+    T, B, size = 4, 3, 3
+    rng = np.random.default_rng(seed)
+    x_array = rng.standard_normal((T, B, size))
+    lengths = [4, 2, 1] if padded else None
+    results = []
+    for compile in (True, False):  # noqa: A001
+        cell = NestedCell(size, program, np.random.default_rng(seed))
+        x = mg.Tensor(x_array, requires_grad=True)
+        out, state = run_cell(cell, x, lengths=lengths, reverse=reverse, compile=compile)
+        leaves = compiler.flatten(state)[0]
+        loss = (out * out).sum() + sum((leaf * (k + 1)).sum() for k, leaf in enumerate(leaves))
+        loss.backward()
+        unused = np.zeros_like(cell.w.data)  # a program without "matmul" does not use w
+        results.append([out.data, *[leaf.data for leaf in leaves], x.grad.data, cell.u.grad.data,
+                        unused if cell.w.grad is None else cell.w.grad.data])
+    assert_same(*results, np.float64)
+
+
+def test_the_driver_compiles_every_built_in_cell_into_one_tape_entry():
+    lstm = LSTM(3, 4, dtype=np.float64, rng=np.random.default_rng(0))
+    out, _ = lstm(mg.Tensor(np.ones((6, 2, 3)), requires_grad=True))
+    ops_on_tape = [line.op for line in mg.tape(out.sum())]
+    assert ops_on_tape.count("scan") == 1 and "sigmoid" not in ops_on_tape  # the loop is one entry
+
+
+def test_the_generated_source_is_the_derived_backward_pass():
+    w = mg.Tensor(np.full((2, 2), 0.5), requires_grad=True)
+
+    @mg.compile
+    def f(x):
+        return mg.tanh(x @ w) * x
+
+    x = mg.Tensor(np.ones((1, 2)), requires_grad=True)
+    source = f.source(x)
+    assert "def forward(a0, c0):" in source and "def backward(" in source
+    assert "v0 = matmul(a0, c0)" in source and "tanh_backward(" in source
+
+
+def test_compile_equals_eager_and_reads_weights_afresh():
+    rng = np.random.default_rng(0)
+    w = mg.Tensor(rng.standard_normal((3, 3)), requires_grad=True)
+
+    def f(x, h):
+        z = mg.tanh(x @ w + h)
+        return z * z, mg.sigmoid(z).sum()
+
+    compiled = mg.compile(f)
+    for call in range(3):  # the first call traces, later ones run the program
+        x, h = (mg.Tensor(rng.standard_normal((2, 3)), requires_grad=True) for _ in range(2))
+        grads = []
+        for fn in (compiled, f):
+            w.grad = None
+            a, b = fn(x, h)
+            ((a * a).sum() + b).backward()
+            grads.append((a.data, b.data, x.grad.data.copy(), h.grad.data.copy(), w.grad.data.copy()))
+            x.grad = h.grad = None
+        for got, want in zip(*grads):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        with mg.no_grad():
+            w.data = w.data * 0.5  # a new value in the same tensor: the next call reads it
+
+
+def test_compile_caches_one_program_per_signature_and_is_bounded():
+    compiled = mg.compile(lambda x: mg.exp(x) * 2, cache_size=2)
+    for n in (1, 2, 3, 3, 2):
+        compiled(mg.Tensor(np.ones(n), requires_grad=True))
+    assert len(compiled._programs) == 2
+
+
+def test_no_grad_keeps_no_residuals_and_records_nothing():
+    lstm = LSTM(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
+    x = mg.Tensor(np.ones((4, 1, 2)))
+    with mg.no_grad():
+        out, (h, c) = lstm(x)
+    assert not out.requires_grad and not h.requires_grad
+    lstm.compile = False
+    np.testing.assert_array_equal(out.data, lstm(x)[0].data)
+
+
+def test_hooks_on_the_outputs_of_a_compiled_loop_see_and_replace_the_cotangent():
+    gru = GRU(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
+    x = mg.Tensor(np.ones((4, 2, 2)), requires_grad=True)
+    seen = []
+    out, _ = gru(x)
+    out.register_hook(lambda g: seen.append(g.data.copy()) or g * 0)
+    out.sum().backward()
+    assert len(seen) == 1 and seen[0].shape == (4, 2, 3)
+    np.testing.assert_array_equal(x.grad.data, 0)
+
+
+def test_a_weight_changed_in_place_after_the_loop_is_refused_at_backward():
+    lstm = LSTM(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
+    out, _ = lstm(mg.Tensor(np.ones((3, 1, 2))))
+    with mg.no_grad():
+        lstm.weight_hh_l0.add_(1.0)  # as an optimizer step would, before backward
+    with pytest.raises(RuntimeError, match="modified in place"):
+        out.sum().backward()
+
+
+def test_second_derivatives_through_a_compiled_layer():
+    rnn = RNN(2, 2, dtype=np.float64, rng=np.random.default_rng(0))
+
+    def fn(x):
+        return rnn(x)[0]
+
+    x = mg.Tensor(np.random.default_rng(1).standard_normal((3, 1, 2)), requires_grad=True)
+    assert gradgradcheck(fn, [x])
+    (g,) = mg.grad(fn(x).sum(), x, create_graph=True)
+    (gg_compiled,) = mg.grad((g * g).sum(), x)
+    rnn.compile = False
+    (g,) = mg.grad(fn(x).sum(), x, create_graph=True)
+    (gg_eager,) = mg.grad((g * g).sum(), x)
+    np.testing.assert_allclose(gg_compiled.data, gg_eager.data, rtol=1e-12, atol=1e-12)
+
+
+def test_scan_follows_lax_scan():
+    def step(carry, x_t):
+        total, count = carry["total"], carry["count"]
+        new = {"total": total + x_t["a"] * x_t["b"], "count": count + 1.0}
+        return new, (new["total"], x_t["a"] * 2)
+
+    xs = {"a": mg.Tensor(np.arange(4.0).reshape(4, 1), requires_grad=True), "b": mg.Tensor(np.full((4, 1), 3.0))}
+    init = {"total": mg.Tensor(np.zeros(1)), "count": mg.Tensor(np.zeros(1))}
+    for reverse in (False, True):
+        final, (totals, doubled) = mg.scan(step, init, xs, reverse=reverse)
+        assert final["total"].item() == 18.0 and final["count"].item() == 4.0
+        expected = np.cumsum([0, 3, 6, 9])[::-1 if reverse else 1]
+        expected = expected if not reverse else np.cumsum([9, 6, 3, 0])[::-1]
+        np.testing.assert_array_equal(totals.data[:, 0], expected)
+        np.testing.assert_array_equal(doubled.data[:, 0], [0, 2, 4, 6])
+        (g,) = mg.grad(totals.sum(), xs["a"])
+        np.testing.assert_array_equal(g.data[:, 0], 3.0 * (np.arange(4, 0, -1) if not reverse else np.arange(1, 5)))
+
+
+def test_scan_refuses_a_carry_that_changes_shape():
+    with pytest.raises(TypeError, match="scan: the step must return a carry of the structure, shapes and dtypes"):
+        mg.scan(lambda c, x: (ops.concatenate([c, x]), x), mg.Tensor(np.zeros(1)), mg.Tensor(np.ones((2, 1))))
+    with pytest.raises(ValueError, match="scan: xs needs at least one step"):
+        mg.scan(lambda c, x: (c, x), mg.Tensor(np.zeros(1)), mg.Tensor(np.ones((0, 1))))
+
+
+def test_a_user_op_compiles_with_its_rule():
+    softplus = defvjp(primitive(lambda x: np.logaddexp(0, x), "softplus"), lambda g, ans, x: g * ops.sigmoid(x))
+
+    @mg.compile
+    def f(x):
+        return softplus(x) * x
+
+    x = mg.Tensor(np.linspace(-3, 3, 5), requires_grad=True)
+    for _ in range(2):
+        (g,) = mg.grad(f(x).sum(), x)
+    (want,) = mg.grad(f.fn(x).sum(), x)
+    np.testing.assert_allclose(g.data, want.data, rtol=1e-12)
+    assert "softplus(a0)" in f.source(x)
+
+
+@pytest.mark.parametrize("read", [
+    lambda h: bool(h.sum() > 0), lambda h: h.sum().item(), lambda h: h.data, lambda h: np.asarray(h),
+    lambda h: float(h.sum()), lambda h: h > 0,
+], ids=["if", "item", "data", "asarray", "float", "compare"])
+def test_reading_values_while_tracing_is_a_clear_error(read):
+    def f(h):
+        read(h)
+        return h * 2
+
+    with pytest.raises(TraceError, match="reads a tensor's values while minigrad.compile/scan traces a step .*"
+                                         "use minigrad.where .* or compile=False"):
+        mg.compile(f)(mg.Tensor(np.ones(2), requires_grad=True))
+    f(mg.Tensor(np.ones(2)))  # eagerly the same function runs
+
+
+def test_a_cell_that_reads_values_runs_eagerly_with_one_warning():
+    class Branchy(RNNCell):
+        def step(self, x_t, h):
+            h, _ = super().step(x_t, h)
+            return (h, h) if h.sum().item() > -100 else (h * 0, h * 0)
+
+    cell = Branchy(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
+    x = mg.Tensor(np.ones((3, 1, 2)))
+    with pytest.warns(RuntimeWarning, match="Branchy: running eagerly, the step cannot be compiled"):
+        out, _ = run_cell(cell, x)
+    np.testing.assert_array_equal(out.data, run_cell(cell, x, compile=False)[0].data)
+
+
+def test_a_rule_that_makes_a_constant_from_values_is_refused_not_baked_in():
+    @mg.compile
+    def f(x):
+        return mg.maximum(x, 0.5)  # its rule computes tie weights from the values, outside the tape
+
+    with pytest.raises(TraceError, match="a VJP rule made a constant of shape"):
+        f(mg.Tensor(np.array([0.0, 1.0]), requires_grad=True))
+
+
+def test_a_tensor_computed_outside_a_compiled_function_is_refused():
+    w = mg.Tensor(np.ones(2), requires_grad=True) * 2  # one call's graph, not a leaf
+
+    with pytest.raises(TraceError, match="reads a tensor of shape \\(2,\\) that an op outside it computed"):
+        mg.compile(lambda x: x * w)(mg.Tensor(np.ones(2), requires_grad=True))
+
+
+def test_anomaly_mode_runs_compiled_functions_eagerly():
+    f = mg.compile(lambda x: mg.log(x))
+    with np.errstate(invalid="ignore"), mg.detect_anomaly(), \
+            pytest.raises(FloatingPointError, match="log forward output holds NaN"):
+        f(mg.Tensor(np.array([-1.0]), requires_grad=True))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(T=st.integers(1, 6), seed=st.integers(0, 50))
+def test_weight_gradients_from_one_matmul_equal_the_per_step_sum(T, seed):
+    rng = np.random.default_rng(seed)
+    cell = RNNCell(3, 4, dtype=np.float64, rng=rng)
+    x = rng.standard_normal((T, 2, 3))
+    grads = []
+    for compile in (True, False):  # noqa: A001
+        cell.zero_grad()
+        out, _ = run_cell(cell, x, compile=compile)
+        out.sum().backward()
+        grads.append(cell.weight_hh.grad.data.copy())
+    np.testing.assert_allclose(*grads, rtol=1e-12, atol=1e-12)
