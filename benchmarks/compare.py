@@ -17,7 +17,7 @@ def load_rows(path):
     results = json.loads(Path(path).read_text())
     rows = {}
     for row in results["rows"]:
-        key = (row["section"], row.get("sweep") or "", row["case"], row["dtype"], row["library"])
+        key = (row["section"], row.get("sweep") or row.get("cell") or "", row["case"], row["dtype"], row["library"])
         rows[key] = row
     return results["machine"], rows
 

@@ -34,10 +34,11 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import op_chain, rnn_steps  # noqa: E402
+from benchmarks import custom_cells, op_chain, rnn_steps  # noqa: E402
 from benchmarks.rnn_steps import Unavailable  # noqa: E402
 
-SECTIONS = ("ops", "lstm", "gru", "matmul", "scaling")
+SECTIONS = ("ops", "lstm", "gru", "cells", "matmul", "scaling")
+CELL_CASES = [(32, 50, 128), (1, 100, 32)]  # (B, T, I = H), float32
 RNN_CASES = [(32, 50, 128), (64, 100, 512), (16, 200, 64), (1, 100, 32)]  # (B, T, I = H)
 QUICK_RNN_CASES = [(32, 50, 128), (16, 200, 64), (1, 100, 32)]
 SCALING = {"T": (25, 50, 100, 200), "H": (32, 64, 128, 256, 512)}  # around B=32, T=50, H=128
@@ -252,6 +253,62 @@ def run_rnn(kind, settings):
     return rows
 
 
+def run_cells(settings):
+    """The example cells (what a user writes) through the driver, compiled and eager, and as a torch Module loop."""
+    rows = []
+    for B, T, H in CELL_CASES:
+        for cell in custom_cells.CELLS:
+            data = custom_cells.make_data(cell, B, T, H, np.float32)
+            flops = custom_cells.matmul_flops(cell, B, T, H)
+            group, fns, reference = [], {}, None
+            for library, build in custom_cells.LIBRARIES.items():
+                if not settings.wants(library):
+                    continue
+                row = {"section": "cells", "case": f"B={B} T={T} I=H={H}", "cell": cell, "dtype": "float32",
+                       "library": library, "unit": "s", "flops": flops}
+                group.append(row)
+                try:
+                    step = build(data)
+                    warm_up(step)
+                    grads, first = warm_up(step)
+                except Exception as err:
+                    _failed(row, err)
+                    continue
+                if reference is None:
+                    reference = grads
+                else:
+                    row["max_rel_grad_err"] = rnn_steps.check_grads(grads, reference, names=list(reference))
+                fns[library] = (step, first)
+            _record(group, fns, settings)
+            for row in group:
+                if row["library"] in fns:
+                    row["gflops"] = flops / row["median"] / 1e9
+                    log(f"  cells {row['case']} {cell} {row['library']}: {row['median'] * 1e3:.1f} ms")
+            rows += group
+    return rows
+
+
+def _cells_markdown(rows):
+    """Times, against torch's Module loop and, per matmul FLOP, against the built-in LSTM compiled."""
+    ok = {(r["case"], r["cell"], r["library"]): r for r in rows if r.get("status") == "ok"}
+    header = ["case", "cell", "library", "ms (median)", "min-max", "x torch loop", "x lstm per FLOP", "grad check",
+              "note"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for r in rows:
+        cells = [r["case"], r["cell"], r["library"]]
+        if r.get("status") != "ok":
+            lines.append("| " + " | ".join(cells + [""] * 5 + [r.get("status", "")]) + " |")
+            continue
+        torch_row, lstm_row = ok.get((r["case"], r["cell"], "torch")), ok.get((r["case"], "lstm", r["library"]))
+        per_flop = (r["median"] / r["flops"]) / (lstm_row["median"] / lstm_row["flops"]) if lstm_row else None
+        cells += [f"{r['median'] * 1e3:.2f}", _spread(r, 1e3, ".2f"),
+                  f"{r['median'] / torch_row['median']:.2f}" if torch_row else "-",
+                  f"{per_flop:.2f}" if per_flop is not None and r["cell"] != "indrnn" else "-",
+                  _grad_check(r) if "max_rel_grad_err" in r else "ref", _status(r)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run_matmul(settings):
     """NumPy's (and torch's) matmul speed on this machine: the ceiling for every library."""
     shapes = [(1024, 1024, 1024, "square")]
@@ -391,6 +448,8 @@ def markdown(section, rows):
                 f"{r['median'] * op_chain.N_OPS / 1e3:.2f} | {check} | {_status(r)} |"
             )
         return "\n".join(lines)
+    if section == "cells":
+        return _cells_markdown(rows)
     if section == "matmul":
         lines = ["| matmul | dtype | library | GFLOP/s (median) | best | ms |", "|---|---|---|---:|---:|---:|"]
         for r in rows:
@@ -520,6 +579,7 @@ def main(argv=None):
         "ops": run_op_chain,
         "lstm": lambda s: run_rnn("lstm", s),
         "gru": lambda s: run_rnn("gru", s),
+        "cells": run_cells,
         "matmul": run_matmul,
         "scaling": run_scaling,
     }

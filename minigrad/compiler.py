@@ -33,7 +33,7 @@ from .extend import Op, defvjp_argnum, primitive, trust
 from . import _kernels as K, ops
 from .tensor import Tensor
 
-__all__ = ["Program", "TraceError", "compile", "scan", "trace"]
+__all__ = ["Compiled", "Program", "TraceError", "compile", "scan", "scan_source", "trace"]
 
 
 # --------------------------------------------------------------------------- nested inputs and outputs
@@ -455,12 +455,25 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
     producers = {n.out: n for n in bnodes}
     uses = collections.Counter(a for n in bnodes for a in n.args)
     outer = []
-    for j, i in enumerate(differentiable):
-        node = producers.get(returns[j])
+    def factors(name):
+        """(left, right) if ``name`` is ``matmul(transpose(left), right)`` of matrices, used only here."""
+        node = producers.get(name)
         left = producers.get(node.args[0]) if node is not None and node.op.name == "matmul" else None
-        if (i >= n_args and uses[returns[j]] == 0 and left is not None and left.op.name == "transpose"
+        if (uses[name] <= 1 and left is not None and left.op.name == "transpose"
                 and len(bshapes[left.args[0]][0]) == 2 and len(bshapes[node.args[1]][0]) == 2):
-            returns[j] = (left.args[0], node.args[1])
+            return left.args[0], node.args[1]
+        return None
+
+    for j, i in enumerate(differentiable):
+        if i < n_args or returns[j] == "None" or uses[returns[j]]:
+            continue
+        pair = factors(returns[j])
+        node = producers.get(returns[j])
+        if pair is None and node is not None and node.op.name == "transpose" and len(node.shape) == 2:
+            inner = factors(node.args[0])  # (left.T @ right).T = right.T @ left: a weight used as W.T
+            pair = None if inner is None else inner[::-1]
+        if pair is not None:
+            returns[j] = pair
             outer.append(j)
     needed = [name for r in returns for name in (r if isinstance(r, tuple) else (r,)) if name != "None"]
     bnodes, _, _ = _simplify(bnodes, needed, bshapes)
@@ -762,6 +775,42 @@ def _eager_scan(step, init, xs, reverse, masks):
     return carry, unflatten(y_structure, stacked)
 
 
+def _trace_step(step, carry_leaves, carry_structure, x_leaves, x_structure, first: int) -> _Trace:
+    """Trace ``step(carry, xs[first])``: the program of one step of :func:`scan`."""
+    def body(*leaves):
+        carry = unflatten(carry_structure, list(leaves[:len(carry_leaves)]))
+        return step(carry, unflatten(x_structure, list(leaves[len(carry_leaves):])))
+
+    args = [c._data for c in carry_leaves] + [x._data[first] for x in x_leaves]
+    requires = [True] * len(carry_leaves) + [x._requires_grad for x in x_leaves]
+    tr = trace(body, args, (tuple, ((len(carry_leaves), carry_structure), (len(x_leaves), x_structure))), requires)
+    out_carry, _ = unflatten(tr.out_structure, tr.outputs)
+    out_leaves, out_structure = flatten(out_carry)
+    if out_structure != carry_structure or any(
+            (o.shape, o.dtype) != (c.shape, c.dtype) for o, c in zip(out_leaves, carry_leaves)):
+        raise TypeError(
+            "scan: the step must return a carry of the structure, shapes and dtypes it received; got "
+            f"{[(o.shape, str(o.dtype)) for o in out_leaves]} for {[(c.shape, str(c.dtype)) for c in carry_leaves]}")
+    return tr
+
+
+def scan_source(step, init, xs, masked: bool = False) -> str:
+    """The Python source :func:`scan` generates for ``step`` on ``init`` and ``xs``: the step's forward
+    and backward programs, and the loops that run them (with padding masks if ``masked``).
+
+    This is the backward pass reverse mode derived for the step, written out: the cotangents of the
+    carry, of ``xs`` if it requires grad, and of the captured tensors that require grad (weights).
+    """
+    carry_leaves, carry_structure = flatten(init)
+    x_leaves, x_structure = flatten(xs)
+    tr = _trace_step(step, carry_leaves, carry_structure, x_leaves, x_structure, 0)
+    program = tr.build(True)
+    nc = len(carry_leaves)
+    ranks = [c.ndim for c in carry_leaves] + [t.ndim for t in tr.outputs[nc:]]
+    forward_loop, backward_loop = _loop_source(program, nc, len(x_leaves), ranks, masked)
+    return "\n\n".join(part for part in (program.source(), forward_loop, backward_loop) if part)
+
+
 def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True):  # noqa: A002
     """Loop ``step`` over the leading axis of ``xs``, compiled (JAX's ``lax.scan``).
 
@@ -796,29 +845,14 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     if not compile or mode.anomaly or mode.tracing:
         return _eager_scan(step, init, xs, reverse, masks)
     times = list(range(T - 1, -1, -1)) if reverse else list(range(T))
-    first = times[0]
-
-    def body(*leaves):
-        carry = unflatten(carry_structure, list(leaves[:len(carry_leaves)]))
-        return step(carry, unflatten(x_structure, list(leaves[len(carry_leaves):])))
-
-    args = [c._data for c in carry_leaves] + [x._data[first] for x in x_leaves]
-    requires = [True] * len(carry_leaves) + [x._requires_grad for x in x_leaves]
-    tr = trace(body, args, (tuple, ((len(carry_leaves), carry_structure), (len(x_leaves), x_structure))), requires)
-    out_carry, _ = unflatten(tr.out_structure, tr.outputs)
-    out_leaves, out_structure = flatten(out_carry)
-    if out_structure != carry_structure or any(
-            (o.shape, o.dtype) != (c.shape, c.dtype) for o, c in zip(out_leaves, carry_leaves)):
-        raise TypeError(
-            "scan: the step must return a carry of the structure, shapes and dtypes it received; got "
-            f"{[(o.shape, str(o.dtype)) for o in out_leaves]} for {[(c.shape, str(c.dtype)) for c in carry_leaves]}")
+    tr = _trace_step(step, carry_leaves, carry_structure, x_leaves, x_structure, times[0])
     differentiate = mode.grad_enabled and any(t._requires_grad for t in carry_leaves + x_leaves + tr.captured)
     dtypes = {t.dtype for t in tr.outputs}
     if len(dtypes) != 1 or next(iter(dtypes)).kind != "f":
         return _eager_scan(step, init, xs, reverse, masks)
     program = _program(tr, differentiate)
 
-    nc, ny = len(carry_leaves), len(tr.outputs) - len(carry_leaves)
+    nc = len(carry_leaves)
     captured = [t._data for t in tr.captured]
     y_shapes = [(T,) + t.shape for t in tr.outputs[nc:]]
     out_shapes = [c.shape for c in carry_leaves] + y_shapes
