@@ -34,10 +34,9 @@ def sigmoid(a: np.ndarray) -> np.ndarray:
     z = np.abs(a, out=np.empty_like(a))
     np.negative(z, out=z)
     np.exp(z, out=z)  # z = exp(-|a|)
-    # The numerator, 1 for a >= 0 and z = exp(a) below, as exp(min(a, 0)): the same bits, and
-    # branch-free; np.where over a mask of random signs ran 3x slower than the whole kernel.
-    numerator = np.minimum(a, 0, out=np.empty_like(a))
-    np.exp(numerator, out=numerator)
+    # The numerator, 1 for a >= 0 and z below, as max(z, a >= 0) (z <= 1): branch-free, where
+    # np.where over a mask of random signs ran 3x slower than the whole kernel.
+    numerator = np.maximum(z, np.greater_equal(a, 0), out=np.empty_like(a))
     z += 1  # the denominator
     return np.divide(numerator, z, out=numerator)
 
