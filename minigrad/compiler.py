@@ -527,14 +527,37 @@ def _trace_backward(outputs, wrt):
 # --------------------------------------------------------------------------- the cache
 _CACHE_SIZE = 256
 _CACHE: collections.OrderedDict = collections.OrderedDict()
-STATS = {"programs": 0, "build_seconds": 0.0}  # programs generated, and the time spent generating them
+STATS = {"programs": 0, "build_seconds": 0.0}  # programs generated, and the seconds spent deriving and writing them
 
 
-def _program(tr: _Trace, differentiate: bool) -> Program:
-    """The program of a trace: from the cache (least recently used goes first), or built now."""
+def check_same_program(first: _Trace, second: _Trace, where: str):
+    """Refuse a function whose two traces differ: a path taken from values, or a constant drawn anew
+    each time (a dropout mask made inside a step), which one program would silently repeat.
+
+    Constants that are new objects but hold the same values (``mg.ones(3)`` made inside) are fine.
+    """
+    if first.key != second.key:
+        raise TraceError(f"compile: {where} records different ops on two calls (its Python control flow "
+                         "depends on something else than shapes); use compile=False")
+    for a, b in zip(first.captured, second.captured):
+        if a is not b and not (a._entry is None and b._entry is None and a.shape == b.shape
+                               and np.array_equal(a._data, b._data, equal_nan=True)):
+            raise TraceError(
+                f"compile: {where} makes a new tensor of shape {a.shape} with other values on each call (a "
+                "random mask drawn inside it?); one program would repeat the first; draw it outside (a cell: "
+                "in project, once per sequence) or use compile=False")
+
+
+def _program(tr: _Trace, differentiate: bool, retrace=None) -> Program:
+    """The program of a trace: from the cache (least recently used goes first), or built now.
+
+    ``retrace()``, if given, traces the next step when the program is new: it must give the same program.
+    """
     key = (tr.key, differentiate)
     program = _CACHE.get(key)
     if program is None:
+        if retrace is not None:
+            check_same_program(tr, retrace(), "the step")
         began = time.perf_counter()
         program = tr.build(differentiate)
         STATS["programs"] += 1
@@ -648,12 +671,14 @@ def _loops(program: Program, nc: int, nx: int, ranks: list, masked: bool):
     key = (nc, nx, tuple(ranks), masked)
     loops = program.__dict__.setdefault("loops", {})
     if key not in loops:
+        began = time.perf_counter()
         forward_source, backward_source = _loop_source(program, nc, nx, ranks, masked)
         namespace = dict(program.parts.writer.namespace, _widen=_widen)
         exec(forward_source, namespace)  # noqa: S102 - our own generated source
         if backward_source:
             exec(backward_source, namespace)  # noqa: S102
         loops[key] = (namespace["forward_loop"], namespace.get("backward_loop"), forward_source, backward_source)
+        STATS["build_seconds"] += time.perf_counter() - began
     return loops[key]
 
 
@@ -850,9 +875,12 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     dtypes = {t.dtype for t in tr.outputs}
     if len(dtypes) != 1 or next(iter(dtypes)).kind != "f":
         return _eager_scan(step, init, xs, reverse, masks)
-    program = _program(tr, differentiate)
-
     nc = len(carry_leaves)
+    retrace = None if T == 1 else (lambda: _trace_step(  # step 1, from step 0's carry
+        step, [Tensor._from_array(t._data) for t in tr.outputs[:nc]], carry_structure, x_leaves, x_structure,
+        times[1]))
+    program = _program(tr, differentiate, retrace)
+
     captured = [t._data for t in tr.captured]
     y_shapes = [(T,) + t.shape for t in tr.outputs[nc:]]
     out_shapes = [c.shape for c in carry_leaves] + y_shapes
@@ -913,7 +941,9 @@ class Compiled:
     eagerly.  Tensors ``fn`` reads without taking them (a module's parameters) are inputs of
     the program, read afresh on every call: the same objects, their current values.  They must
     be leaves: a tensor computed outside ``fn`` belongs to one call's graph, so it is an error
-    (pass it as an argument, or use :func:`scan`, which traces every call).
+    (pass it as an argument, or use :func:`scan`, which traces every call).  The second call of a
+    signature traces again and must record the same program: a path chosen from values, or a
+    constant ``fn`` draws anew (a dropout mask), is a :class:`TraceError`, never a stale program.
 
     At most ``cache_size`` signatures are kept (least recently used goes first).
     """
@@ -930,11 +960,18 @@ class Compiled:
         mode = MODE.get()
         signature = (structure, tuple((t.shape, t.dtype.str, t._requires_grad) for t in leaves), mode.grad_enabled)
         entry = self._programs.get(signature)
-        if entry is None:
-            def body(*standins):
-                return self.fn(*unflatten(structure, list(standins)))
 
-            tr = trace(body, [t._data for t in leaves], structure, [t._requires_grad for t in leaves])
+        def body(*standins):
+            return self.fn(*unflatten(structure, list(standins)))
+
+        def retrace():
+            return trace(body, [t._data for t in leaves], structure, [t._requires_grad for t in leaves])
+
+        if entry is not None and entry[-1] is not None:  # the second call: it must trace the same
+            check_same_program(entry[-1], retrace(), getattr(self.fn, "__name__", "fn"))
+            entry = self._programs[signature] = entry[:-1] + (None,)
+        if entry is None:
+            tr = retrace()
             for t in tr.captured:
                 if t._entry is not None:
                     raise TraceError(
@@ -945,7 +982,7 @@ class Compiled:
             dtypes = {t.dtype for t in tr.outputs}
             program = tr.build(differentiate) if len(dtypes) == 1 else None
             entry = self._programs[signature] = (program, tr.captured, tr.out_structure,
-                                                 [t.shape for t in tr.outputs], differentiate)
+                                                 [t.shape for t in tr.outputs], differentiate, tr)
             if len(self._programs) > self.cache_size:
                 self._programs.popitem(last=False)
         else:
@@ -956,7 +993,7 @@ class Compiled:
         mode = MODE.get()
         if mode.anomaly or mode.tracing:
             return self.fn(*args)
-        leaves, structure, (program, captured, out_structure, out_shapes, differentiate) = self._prepare(args)
+        leaves, structure, (program, captured, out_structure, out_shapes, differentiate, _) = self._prepare(args)
         if program is None:  # outputs of several dtypes do not pack into one entry
             return self.fn(*args)
         results = program.forward(*[t._data for t in leaves], *[t._data for t in captured])

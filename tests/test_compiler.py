@@ -362,3 +362,34 @@ def test_weight_gradients_from_one_matmul_equal_the_per_step_sum(T, seed):
         out.sum().backward()
         grads.append(cell.weight_hh.grad.data.copy())
     np.testing.assert_allclose(*grads, rtol=1e-12, atol=1e-12)
+
+
+def test_a_mask_drawn_anew_inside_a_step_is_refused_not_repeated():
+    rng = np.random.default_rng(0)
+
+    class DropoutInsideRNN(RNNCell):
+        def step(self, x_t, h):
+            mask = mg.Tensor((rng.random(h.shape) > 0.5).astype(h.dtype))  # a new mask at every step
+            return super().step(x_t, h * mask)
+
+    cell = DropoutInsideRNN(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
+    with pytest.warns(RuntimeWarning, match="makes a new tensor of shape \\(1, 3\\) with other values on each call"):
+        run_cell(cell, mg.Tensor(np.ones((4, 1, 2))))
+
+    masks = iter([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    dropout = mg.compile(lambda x: x * mg.Tensor(next(masks)))
+    x = mg.Tensor(np.ones(3), requires_grad=True)
+    dropout(x)
+    with pytest.raises(TraceError, match="makes a new tensor of shape \\(3,\\) with other values on each call"):
+        dropout(x)  # the second call of a signature traces again: the mask differs
+
+
+def test_constants_made_inside_with_the_same_values_compile():
+    @mg.compile
+    def f(x):
+        return x * mg.ones(3) + mg.tensor(0.5)
+
+    x = mg.Tensor(np.arange(3.0), requires_grad=True)
+    for _ in range(3):
+        (g,) = mg.grad(f(x).sum(), x)
+    np.testing.assert_array_equal(g.data, [1.0, 1.0, 1.0])
