@@ -19,18 +19,19 @@ the same way).
 """
 from __future__ import annotations
 
+import builtins
 import collections
-import time
 import functools
-import itertools
-import numbers
+import keyword
+import re
+import time
 
 import numpy as np
 
-from . import autograd
+from . import _kernels as K
+from . import autograd, ops
 from .autograd import MODE, TraceError
 from .extend import Op, defvjp_argnum, primitive, trust
-from . import _kernels as K, ops
 from .tensor import Tensor
 
 __all__ = ["Compiled", "Program", "TraceError", "compile", "scan", "scan_source", "trace"]
@@ -93,6 +94,11 @@ def _literal(value) -> str | None:
     return None
 
 
+# Names of the generated loops and Python's builtins: an op is never called by one of these.
+_RESERVED = frozenset(dir(builtins)) | {"np", "t", "m", "times", "carry", "xs", "captured", "ys", "residuals", "masks",
+                                        "g_carry", "g_ys", "gxs", "sums", "lefts", "rights", "zeros", "_widen"}
+
+
 class _Writer:
     """Names values and ops while a program's source is written."""
 
@@ -105,7 +111,10 @@ class _Writer:
         name = self.op_names.get(id(op))
         if name is None:
             base = "".join(c if c.isalnum() else "_" for c in op.name) or "op"
-            name = base if base not in self.namespace else f"{base}_{len(self.op_names)}"
+            if not base.isidentifier() or keyword.iskeyword(base) or base in _RESERVED or base in self.namespace \
+                    or re.fullmatch(r"[A-Za-z]+[0-9]+", base):  # never a name the generated code uses
+                base = f"{base}_op{len(self.op_names)}"
+            name = base
             self.op_names[id(op)] = name
             self.namespace[name] = op.forward
         return name
@@ -618,7 +627,7 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
         f += ["            pass"]
     f += [f"        {y}[t] = {q}" for y, q in zip(Y, q_names)]
     if parts.residuals:
-        f += [f"        if residuals is not None:", f"            residuals.append(({', '.join(parts.residuals)},))"]
+        f += ["        if residuals is not None:", f"            residuals.append(({', '.join(parts.residuals)},))"]
     if carry:
         f += [f"        {', '.join(carry)}, = {', '.join(n_names)},"]
     f += [f"    return ({', '.join(carry)}{',' if carry else ''})"]
