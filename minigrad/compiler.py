@@ -650,7 +650,7 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
         b += [f"            {p} = np.where(_widen(m, {r}), 0, {g})" for p, g, r in zip(p_names, seeds, ranks)]
         b += [f"            {g} = np.where(_widen(m, {r}), {g}, 0)" for g, r in zip(seeds, ranks)] + ["            pass"]
     b += _body(parts.writer, inside, "        ")
-    carry_out = {}
+    carry_out, x_cotangents = {}, {}
     for j, i in enumerate(program.differentiable):
         r = parts.backward_returns[j]
         if i < nc:
@@ -658,8 +658,15 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
         elif i < nc + nx:
             if r != "None":
                 b.append(f"        GX{i - nc}[t] = {r}")
+                x_cotangents[r] = i - nc
         elif j in program.outer:
-            b += [f"        lefts[{j}].append({r[0]})", f"        rights[{j}].append({r[1]})"]
+            # A right factor that is also x_t's cotangent (an LSTM's gate cotangent) is already stacked
+            # in GX (T, ...): only the left factors are kept, and no copy of the right ones.
+            b.append(f"        lefts[{j}].append({r[0]})")
+            if r[1] in x_cotangents:
+                b.append(f"        rights[{j}] = {x_cotangents[r[1]]}")
+            else:
+                b.append(f"        rights[{j}].append({r[1]})")
         elif r != "None":
             b.append(f"        np.add(sums[{j}], {r}, out=sums[{j}])")
     news = []
@@ -759,9 +766,18 @@ class _Loop(_Run):
         g_carry = backward_loop(self.times, parts[:nc], parts[nc:], self.residuals, captured, gxs, self.masks,
                                 sums, lefts, rights, zeros)
         grads = list(g_carry) + gxs + [None] * len(self.captured)
+        in_time_order = np.argsort(self.times[::-1], kind="stable")  # the backward loop ran reversed(times)
         for j, i in enumerate(differentiable):
-            if i >= nc + nx:
-                grads[i] = np.concatenate(lefts[j]).T @ np.concatenate(rights[j]) if j in program.outer else sums[j]
+            if i < nc + nx:
+                continue
+            if j not in program.outer:
+                grads[i] = sums[j]
+            elif isinstance(rights[j], int):  # the right factors are x's cotangents, stacked (T, B, n) in gxs
+                right = gxs[rights[j]]
+                left = np.concatenate([lefts[j][k] for k in in_time_order])
+                grads[i] = left.T @ right.reshape(-1, right.shape[-1])
+            else:
+                grads[i] = np.concatenate(lefts[j]).T @ np.concatenate(rights[j])
         return [np.zeros(x.shape, x.dtype) if g is None else g.astype(x.dtype, copy=False)
                 for g, x in zip(grads, inputs)]
 
