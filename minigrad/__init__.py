@@ -9,7 +9,8 @@ Layout: ``ops`` (the op table: every primitive's NumPy forward beside its VJP ru
 ``extend`` (``primitive``/``defvjp``: how the table is declared, and how users add ops),
 ``autograd`` (the tape, per-thread grad modes, reverse mode and ``grad``), ``tensor`` (the
 Tensor and creation helpers), ``functional`` (``linear`` and losses built from ops), ``nn``,
-``compiler`` (``compile`` and ``scan``: a traced step run as generated NumPy), ``optim``, ``serialization``, ``memory`` (keeping freed memory between training steps), and
+``compiler`` (``compile`` and ``scan``: a traced step run as generated NumPy), ``func`` (torch.func's
+transforms: grad, vjp, jvp by forward mode, Jacobians, Hessians), ``optim``, ``serialization``, ``memory`` (keeping freed memory between training steps), and
 ``testing`` (gradcheck and Hypothesis strategies; imported on demand).
 """
 from . import extend, ops  # noqa: F401  (ops binds the operators and methods onto Tensor)
@@ -25,5 +26,6 @@ from .tensor import Tensor, arange, ones, ones_like, rand, randn, tensor, unifor
 from . import functional, nn, optim  # noqa: E402
 from .serialization import load, save  # noqa: E402
 from .compiler import compile, scan  # noqa: E402, A004
+from . import func  # noqa: E402
 
 __version__ = "0.1.0"

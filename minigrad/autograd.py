@@ -35,26 +35,65 @@ import numpy as np
 
 # --------------------------------------------------------------------------- modes
 class Mode:
-    """This thread's modes: whether ops record on the tape, whether anomaly mode is on, and
-    whether :mod:`minigrad.compiler` is tracing (reading a tensor's values is then an error).
+    """This thread's modes: whether ops record on the tape, whether anomaly mode is on, whether
+    :mod:`minigrad.compiler` is tracing (reading a tensor's values is then an error), and the
+    forward-mode levels pushing tangents (:class:`ForwardLevel`, outermost first).
 
     Per thread, as PyTorch's grad mode: a new thread starts from the default (recording,
-    no anomaly mode, not tracing).  All live in one context variable, because every op reads
-    them and a context variable read is the cheapest per-thread lookup Python has.  Immutable.
+    no anomaly mode, not tracing, no forward mode).  All live in one context variable, because
+    every op reads them and a context variable read is the cheapest per-thread lookup Python has.
+    Immutable.
     """
 
-    __slots__ = ("grad_enabled", "anomaly", "tracing")
+    __slots__ = ("grad_enabled", "anomaly", "tracing", "forward")
 
-    def __init__(self, grad_enabled: bool, anomaly: bool, tracing: bool):
-        self.grad_enabled, self.anomaly, self.tracing = grad_enabled, anomaly, tracing
+    def __init__(self, grad_enabled: bool, anomaly: bool, tracing: bool, forward: tuple = ()):
+        self.grad_enabled, self.anomaly, self.tracing, self.forward = grad_enabled, anomaly, tracing, forward
 
     def replace(self, **changes) -> "Mode":
-        return _MODES[changes.get("grad_enabled", self.grad_enabled), changes.get("anomaly", self.anomaly),
-                      changes.get("tracing", self.tracing)]
+        key = (changes.get("grad_enabled", self.grad_enabled), changes.get("anomaly", self.anomaly),
+               changes.get("tracing", self.tracing))
+        forward = changes.get("forward", self.forward)
+        return _MODES[key] if not forward else Mode(*key, forward)
 
 
 _MODES = {(g, a, t): Mode(g, a, t) for g in (True, False) for a in (True, False) for t in (True, False)}
 MODE = contextvars.ContextVar("minigrad.mode", default=_MODES[True, False, False])
+
+
+class ForwardLevel:
+    """One ``jvp`` in progress: the tangent of every tensor it has pushed one to, by tensor.
+
+    Each op whose inputs have tangents at an active level gets its own from the op's JVP rules
+    (forward mode: one pass beside the primal computation, no tape).  The tangents live here,
+    not on the tensors, so they are gone when the ``jvp`` returns and a later one can never
+    mistake them for its own (perturbation confusion).  Nested ``jvp`` calls are nested levels;
+    a level's rules run with only the levels outside it active, so outer tangents flow through
+    inner ones (forward-over-forward).
+    """
+
+    __slots__ = ("tangents",)
+
+    def __init__(self):
+        self.tangents = {}
+
+
+def push_tangents(out, op, inputs, params, levels: tuple):
+    """Give ``out`` its tangent at each active level where an input has one (called by every op)."""
+    if out._data.dtype.kind != "f":
+        return
+    for k, level in enumerate(levels):
+        tangents = [level.tangents.get(x) for x in inputs]
+        if all(t is None for t in tangents):
+            continue
+        previous = MODE.get()
+        MODE.set(previous.replace(forward=levels[:k]))
+        try:
+            tangent = op.jvp(tangents, out, inputs, params)
+        finally:
+            MODE.set(previous)
+        if tangent is not None:
+            level.tangents[out] = tangent
 
 
 class _Clock:
@@ -413,7 +452,7 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
     anomaly = previous_mode.anomaly
     # record the VJPs only to build a graph; their results are checked below in anomaly mode,
     # naming the op whose backward failed
-    MODE.set(_MODES[create_graph, False, previous_mode.tracing])
+    MODE.set(previous_mode.replace(grad_enabled=create_graph, anomaly=False))
     lazy = not (create_graph or anomaly)  # lazy terms only when no graph is built
     try:
         for t in reversed(order):

@@ -417,7 +417,7 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
 
     differentiable = [i for i, t in enumerate(inputs)
                       if (requires_grad[i] if i < n_args else t._requires_grad) and t.dtype.kind == "f"]
-    grads, seeds, start = _trace_backward(outputs, [inputs[i] for i in differentiable])
+    grads, seeds, start = _trace_backward(outputs, [inputs[i] for i in differentiable], captured)
 
     # The backward program's values: the seeds, forward values (residuals) and its own nodes.
     names = {g: f"g{k}" for k, g in enumerate(seeds)}
@@ -514,8 +514,11 @@ class _Parts:
         self.captured_read_names = captured_read_names
 
 
-def _trace_backward(outputs, wrt):
-    """Reverse mode over the forward trace with ``create_graph=True``: the VJP rules record the backward."""
+def _trace_backward(outputs, wrt, captured):
+    """Reverse mode over the forward trace with ``create_graph=True``: the VJP rules record the backward.
+
+    The captured constants require grad while it runs, so that what a rule computes from them
+    (``W.T`` of a frozen weight) is recorded too, not made a constant of this trace."""
     seeds = [Tensor._from_array(np.zeros(t.shape, t.dtype)) for t in outputs]
     for g in seeds:
         g._requires_grad = True
@@ -523,12 +526,17 @@ def _trace_backward(outputs, wrt):
     live = [k for k, t in enumerate(outputs) if t._requires_grad and t.dtype.kind == "f"]
     if not live or not wrt:
         return [None] * len(wrt), seeds, start
+    constants = [t for t in captured if not t._requires_grad and t.dtype.kind == "f"]
     previous = MODE.get()
     MODE.set(previous.replace(grad_enabled=True, tracing=True))
     try:
+        for t in constants:
+            t._requires_grad = True
         grads = autograd.backward_pass([outputs[k] for k in live], [seeds[k] for k in live], retain_graph=True,
                                        create_graph=True, inputs=wrt)
     finally:
+        for t in constants:
+            t._requires_grad = False
         MODE.set(previous)
     return grads, seeds, start
 
@@ -892,7 +900,7 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     if any(x.ndim == 0 or x.shape[0] != T for x in x_leaves):
         raise ValueError(f"scan: every leaf of xs needs the same leading length; got {[x.shape for x in x_leaves]}")
     mode = MODE.get()
-    if not compile or mode.anomaly or mode.tracing:
+    if not compile or mode.anomaly or mode.tracing or mode.forward:  # forward mode pushes tangents eagerly
         return _eager_scan(step, init, xs, reverse, masks)
     times = list(range(T - 1, -1, -1)) if reverse else list(range(T))
     tr = _trace_step(step, carry_leaves, carry_structure, x_leaves, x_structure, times[0])
@@ -1016,7 +1024,7 @@ class Compiled:
 
     def __call__(self, *args):
         mode = MODE.get()
-        if mode.anomaly or mode.tracing:
+        if mode.anomaly or mode.tracing or mode.forward:
             return self.fn(*args)
         leaves, structure, (program, captured, out_structure, out_shapes, differentiate, _) = self._prepare(args)
         if program is None:  # outputs of several dtypes do not pack into one entry

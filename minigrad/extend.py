@@ -27,7 +27,7 @@ import numpy as np
 
 from .tensor import Tensor, as_operand
 
-__all__ = ["Op", "primitive", "defvjp", "defvjp_argnum"]
+__all__ = ["Op", "primitive", "defvjp", "defvjp_argnum", "defjvp", "defjvp_argnums"]
 
 
 class Op:
@@ -47,6 +47,10 @@ class Op:
             the rule wrapped in a check of its result's type, shape and dtype (a clear error
             naming the op and the input; a ``broadcasts`` op's cotangent is summed back), or
             for the built-in ops, whose rules the gradient tests cover, the rule itself (:func:`trust`).
+        jvp_rules: ``jvp_rules[i](t, ans, *inputs, **params)``, the tangent of the output caused by the
+            tangent ``t`` of input ``i`` (forward mode; :func:`defjvp`); the output's tangent is their
+            sum over the inputs that have one.  Or ``jvp_argnums(argnums, tangents, ans, inputs,
+            **params)`` for all of them at once (:func:`defjvp_argnums`; used by ``concatenate``).
         broadcasts: the op broadcasts its inputs as NumPy does, so a rule may return a
             cotangent of the output's shape and it is summed back to the input's (``sum_to``).
         lazy_vjp: optional ``lazy_vjp(total, i, g, ans, *inputs, **params) -> bool``: add the
@@ -56,7 +60,7 @@ class Op:
     """
 
     __slots__ = ("name", "forward", "rules", "argnum_rule", "vjps", "broadcasts", "lazy_vjp", "max_inputs",
-                 "trusted")
+                 "trusted", "jvp_rules", "jvp_argnums")
 
     def __init__(self, forward, name: str | None = None, broadcasts: bool = False):
         if not callable(forward):
@@ -68,6 +72,7 @@ class Op:
         self.lazy_vjp = None
         self.max_inputs = _max_positional(forward)
         self.trusted = False
+        self.jvp_rules, self.jvp_argnums = (), None
 
     def __repr__(self):
         return f"Op({self.name})"
@@ -104,6 +109,44 @@ class Op:
         def checked(g, ans, *inputs, **params):
             return self._conform(rule(g, ans, *inputs, **params), inputs[i]._data, i)
         return checked
+
+    def jvp(self, tangents: list, ans: Tensor, inputs: tuple, params: dict):
+        """The output's tangent from the inputs' ``tangents`` (None where an input has none)."""
+        argnums = [i for i, t in enumerate(tangents) if t is not None]
+        if self.jvp_argnums is not None:
+            tangent = self.jvp_argnums(argnums, [tangents[i] for i in argnums], ans, inputs, **params)
+            return self._conform_tangent(tangent, ans._data, argnums[0])
+        total = None
+        for i in argnums:
+            rule = self.jvp_rules[i] if i < len(self.jvp_rules) else None
+            if rule is None:
+                raise RuntimeError(f"{self.name}: input {i} has a forward-mode tangent but the op has no JVP rule "
+                                   "for it (give one with minigrad.extend.defjvp)")
+            term = self._conform_tangent(rule(tangents[i], ans, *inputs, **params), ans._data, i)
+            total = term if total is None else total + term
+        return total
+
+    def _conform_tangent(self, t, ans: np.ndarray, i: int) -> Tensor:
+        """A JVP rule's result as a Tensor of the output's shape (broadcast to it) and dtype, or a clear error."""
+        if not isinstance(t, Tensor):
+            if not isinstance(t, np.ndarray):
+                raise TypeError(f"{self.name}: the JVP rule of input {i} returned {type(t).__name__}; expected a Tensor")
+            t = Tensor._from_array(t)
+        if t._data.shape != ans.shape:
+            try:
+                fits = np.broadcast_shapes(t._data.shape, ans.shape) == ans.shape
+            except ValueError:
+                fits = False
+            if not fits:
+                raise ValueError(f"{self.name}: the JVP rule of input {i} returned shape {t._data.shape}; expected "
+                                 f"the output's shape {ans.shape}")
+            t = _broadcast_to(t, ans.shape)
+        if t._data.dtype != ans.dtype:
+            if t._data.dtype.kind != "f":
+                raise TypeError(f"{self.name}: the JVP rule of input {i} returned dtype {t._data.dtype}; expected a "
+                                f"floating-point tangent ({ans.dtype})")
+            t = t.astype(ans.dtype)
+        return t
 
     def _build_vjps(self):
         if self.argnum_rule is not None:
@@ -156,6 +199,12 @@ def _sum_to(g: Tensor, shape) -> Tensor:
     from .ops import sum_to  # ops.py builds on this module
 
     return sum_to(g, shape)
+
+
+def _broadcast_to(t: Tensor, shape) -> Tensor:
+    from .ops import broadcast_to
+
+    return broadcast_to(t, shape)
 
 
 def trust(op: Op) -> Op:
@@ -232,6 +281,40 @@ def defvjp(op: Op, *rules) -> Op:
             f"(valid input indices are 0 to {op.max_inputs - 1})")
     op.rules = rules
     op._build_vjps()
+    return op
+
+
+def defjvp(op: Op, *rules) -> Op:
+    """Give ``op`` one JVP rule per input, in order (HIPS autograd's ``defjvp``); returns ``op``.
+
+    ``rules[i](t, ans, *inputs, **params)`` returns the output's tangent caused by the tangent
+    ``t`` of input ``i``: a Tensor of the output's shape (or one that broadcasts to it) and a
+    floating dtype.  The output's tangent is the sum over the inputs that have tangents.  Written
+    with minigrad ops, forward mode composes with reverse mode (``jacfwd(jacrev(f))``).
+    ``None`` marks an input with no derivative.
+
+    Raises:
+        TypeError: ``op`` is not an Op, or a rule is neither callable nor None.
+        ValueError: more rules than the forward takes positional arguments (names the op).
+        In forward mode, a rule's wrong result is an error naming the op, the input and the shapes.
+    """
+    if not isinstance(op, Op):
+        raise TypeError(f"defjvp: expected an Op made by minigrad.extend.primitive; got {type(op).__name__}")
+    for i, rule in enumerate(rules):
+        if rule is not None and not callable(rule):
+            raise TypeError(f"defjvp: the rule for input {i} of {op.name} is a {type(rule).__name__}, not a function")
+    if op.max_inputs is not None and len(rules) > op.max_inputs:
+        raise ValueError(f"defjvp: {len(rules)} rules given, but the forward of {op.name} takes {op.max_inputs} inputs")
+    op.jvp_rules = rules
+    return op
+
+
+def defjvp_argnums(op: Op, rule) -> Op:
+    """Give ``op`` one rule ``rule(argnums, tangents, ans, inputs, **params)`` for the output's tangent
+    from the tangents of the inputs ``argnums`` at once (HIPS autograd's ``defjvp_argnums``)."""
+    if not isinstance(op, Op) or not callable(rule):
+        raise TypeError("defjvp_argnums: expected an Op made by minigrad.extend.primitive and a function")
+    op.jvp_argnums = rule
     return op
 
 

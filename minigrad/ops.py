@@ -24,7 +24,7 @@ import numbers
 import numpy as np
 
 from . import _kernels as K
-from .extend import Op, defvjp, defvjp_argnum, primitive, trust
+from .extend import Op, defjvp, defjvp_argnums, defvjp, defvjp_argnum, primitive, trust
 from .autograd import refuse_value_read
 from .tensor import Tensor, as_operand
 
@@ -64,12 +64,14 @@ def _public(fn, op, doc: str):
     return fn
 
 
-def binary(name: str, forward, rule_x, rule_y, doc: str):
+def binary(name: str, forward, rule_x, rule_y, doc: str, jvp_x=None, jvp_y=None):
     """Declare a broadcasting elementwise op of two inputs; returns its public function (the Op as ``.op``).
 
-    The rules return cotangents of the output's shape; this sums them back to each input's.
+    The VJP rules return cotangents of the output's shape; this sums them back to each input's.
+    ``jvp_x``, ``jvp_y``: the forward-mode rules ``jvp(t, ans, x, y)`` (tangents broadcast to the output).
     """
     op = defvjp(primitive(forward, name, broadcasts=True), _unbroadcasting(rule_x, 0), _unbroadcasting(rule_y, 1))
+    defjvp(op, jvp_x, jvp_y)
     return _public(lambda x, y: _binary(op, x, y), op, doc)
 
 
@@ -81,31 +83,43 @@ def _unbroadcasting(rule, i: int):
     return unbroadcast
 
 
-def unary(name: str, forward, rule, doc: str):
-    """Declare an elementwise op of one input; returns its public function (the Op as ``.op``)."""
-    op = defvjp(primitive(forward, name), rule)
+def unary(name: str, forward, rule, doc: str, jvp=None):
+    """Declare an elementwise op of one input; returns its public function (the Op as ``.op``).
+
+    ``rule(g, ans, x)`` is its VJP, ``jvp(t, ans, x)`` its forward-mode rule."""
+    op = defjvp(defvjp(primitive(forward, name), rule), jvp)
     return _public(lambda x: _unary(op, x), op, doc)
 
 
 # ----------------------------------------------------------------------------- arithmetic
-add = binary("add", np.add, lambda g, ans, x, y: g, lambda g, ans, x, y: g, "x + y with NumPy broadcasting.")
-sub = binary("sub", np.subtract, lambda g, ans, x, y: g, lambda g, ans, x, y: -g, "x - y with NumPy broadcasting.")
+# Each op: its NumPy forward, its VJP rule per input (reverse mode: g -> cotangent of the input),
+# then its JVP rule per input (forward mode: the input's tangent t -> its part of the output's).
+add = binary("add", np.add, lambda g, ans, x, y: g, lambda g, ans, x, y: g, "x + y with NumPy broadcasting.",
+             lambda t, ans, x, y: t, lambda t, ans, x, y: t)
+sub = binary("sub", np.subtract, lambda g, ans, x, y: g, lambda g, ans, x, y: -g, "x - y with NumPy broadcasting.",
+             lambda t, ans, x, y: t, lambda t, ans, x, y: -t)
 mul = binary("mul", np.multiply, lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x,
-             "x * y with NumPy broadcasting.")
+             "x * y with NumPy broadcasting.", lambda t, ans, x, y: t * y, lambda t, ans, x, y: t * x)
 div = binary("div", np.true_divide, lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y,
-             "x / y with NumPy broadcasting (true division).")
+             "x / y with NumPy broadcasting (true division).", lambda t, ans, x, y: t / y,
+             lambda t, ans, x, y: -t * ans / y)
 pow = binary("pow", np.power,  # noqa: A001 - the field's name for it
              lambda g, ans, x, y: g * y * x ** _exponent_less_one(x, y), lambda g, ans, x, y: g * ans * _safe_log(x),
-             "x ** y with NumPy broadcasting; d/dy uses log(x), taken as 0 where x <= 0.")
+             "x ** y with NumPy broadcasting; d/dy uses log(x), taken as 0 where x <= 0.",
+             lambda t, ans, x, y: t * y * x ** _exponent_less_one(x, y), lambda t, ans, x, y: t * ans * _safe_log(x))
 maximum = binary("maximum", np.maximum,
                  lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.less)),
                  lambda g, ans, x, y: g * _const(K.tie_weights(y._data, x._data, np.less)),
-                 "Elementwise maximum with broadcasting; ties split the gradient equally (a NaN gets all of it).")
+                 "Elementwise maximum with broadcasting; ties split the gradient equally (a NaN gets all of it).",
+                 lambda t, ans, x, y: t * _const(K.tie_weights(x._data, y._data, np.less)),
+                 lambda t, ans, x, y: t * _const(K.tie_weights(y._data, x._data, np.less)))
 minimum = binary("minimum", np.minimum,
                  lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.greater)),
                  lambda g, ans, x, y: g * _const(K.tie_weights(y._data, x._data, np.greater)),
-                 "Elementwise minimum with broadcasting; ties split the gradient equally (a NaN gets all of it).")
-neg = unary("neg", np.negative, lambda g, ans, x: -g, "-x.")
+                 "Elementwise minimum with broadcasting; ties split the gradient equally (a NaN gets all of it).",
+                 lambda t, ans, x, y: t * _const(K.tie_weights(x._data, y._data, np.greater)),
+                 lambda t, ans, x, y: t * _const(K.tie_weights(y._data, x._data, np.greater)))
+neg = unary("neg", np.negative, lambda g, ans, x: -g, "-x.", lambda t, ans, x: -t)
 
 
 def _exponent_less_one(x: Tensor, y: Tensor):
@@ -121,38 +135,48 @@ def _safe_log(x: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- elementwise
-exp = unary("exp", np.exp, lambda g, ans, x: g * ans, "Elementwise e**x.")
+exp = unary("exp", np.exp, lambda g, ans, x: g * ans, "Elementwise e**x.", lambda t, ans, x: t * ans)
 log = unary("log", np.log, lambda g, ans, x: g / x,
-            "Elementwise natural logarithm (log(0) = -inf, negative -> NaN, as NumPy).")
-sqrt = unary("sqrt", np.sqrt, lambda g, ans, x: g / (ans * 2), "Elementwise square root.")
+            "Elementwise natural logarithm (log(0) = -inf, negative -> NaN, as NumPy).", lambda t, ans, x: t / x)
+sqrt = unary("sqrt", np.sqrt, lambda g, ans, x: g / (ans * 2), "Elementwise square root.",
+             lambda t, ans, x: t / (ans * 2))
 abs = unary("abs", np.abs, lambda g, ans, x: g * sign(x),  # noqa: A001
-            "Elementwise |x|; its derivative at 0 and at NaN is taken as 0 (as PyTorch).")
-tanh = unary("tanh", np.tanh, lambda g, ans, x: tanh_backward(g, ans), "Elementwise hyperbolic tangent.")
+            "Elementwise |x|; its derivative at 0 and at NaN is taken as 0 (as PyTorch).", lambda t, ans, x: t * sign(x))
+tanh = unary("tanh", np.tanh, lambda g, ans, x: tanh_backward(g, ans), "Elementwise hyperbolic tangent.",
+             lambda t, ans, x: tanh_backward(t, ans))
 sigmoid = unary("sigmoid", K.sigmoid, lambda g, ans, x: sigmoid_backward(g, ans),
-                "Elementwise logistic function 1 / (1 + e**-x), computed without overflow for any finite x.")
+                "Elementwise logistic function 1 / (1 + e**-x), computed without overflow for any finite x.",
+                lambda t, ans, x: sigmoid_backward(t, ans))
 relu = unary("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: relu_backward(g, x),
-             "Elementwise max(x, 0); derivative 0 at 0, and the gradient passes at NaN (as PyTorch).")
+             "Elementwise max(x, 0); derivative 0 at 0, and the gradient passes at NaN (as PyTorch).",
+             lambda t, ans, x: relu_backward(t, x))
 # Masks computed from an input's values are ops too, not constants made inside a rule: then the
 # backward pass is all on the tape, and minigrad.compile can write it out (PyTorch's threshold_backward).
 relu_backward = binary("relu_backward", lambda g, x: np.where(x <= 0, 0, g).astype(g.dtype, copy=False),
                        lambda gg, ans, g, x: relu_backward(gg, x), lambda gg, ans, g, x: _const(np.zeros_like(x._data)),
-                       "The VJP of relu as one op: g where x > 0 (or NaN), else 0.")
+                       "The VJP of relu as one op: g where x > 0 (or NaN), else 0.",
+                       lambda t, ans, g, x: relu_backward(t, x), lambda t, ans, g, x: _const(np.zeros_like(ans._data)))
 sign = unary("sign", K.sign, lambda g, ans, x: _const(np.zeros_like(x._data)),
-             "Elementwise sign, 0 at 0 and at NaN (the derivative of |x|); its own derivative is 0.")
+             "Elementwise sign, 0 at 0 and at NaN (the derivative of |x|); its own derivative is 0.",
+             lambda t, ans, x: _const(np.zeros_like(ans._data)))
 # The VJPs of tanh and sigmoid as one fused op each (as PyTorch's tanh_backward): one NumPy
 # pass instead of three tape ops per VJP, and still differentiable, by their own rules.
 tanh_backward = binary("tanh_backward", K.tanh_backward,
                        lambda gg, ans, g, y: tanh_backward(gg, y), lambda gg, ans, g, y: gg * g * y * -2,
-                       "The VJP of tanh written as one op: g * (1 - y**2) where y = tanh(x).")
+                       "The VJP of tanh written as one op: g * (1 - y**2) where y = tanh(x).",
+                       lambda t, ans, g, y: tanh_backward(t, y), lambda t, ans, g, y: t * g * y * -2)
 sigmoid_backward = binary("sigmoid_backward", K.sigmoid_backward,
                           lambda gg, ans, g, y: sigmoid_backward(gg, y), lambda gg, ans, g, y: gg * g * (1 - y * 2),
-                          "The VJP of sigmoid written as one op: g * y * (1 - y) where y = sigmoid(x).")
+                          "The VJP of sigmoid written as one op: g * y * (1 - y) where y = sigmoid(x).",
+                          lambda t, ans, g, y: sigmoid_backward(t, y), lambda t, ans, g, y: t * g * (1 - y * 2))
 
 CLIP = defvjp(primitive(lambda x, min, max: np.clip(x, min, max), "clip"),  # noqa: A002
               lambda g, ans, x, min, max: where(K.inside(x._data, min, max), g, 0))  # noqa: A002
+defjvp(CLIP, lambda t, ans, x, min, max: where(K.inside(x._data, min, max), t, 0))  # noqa: A002
 WHERE = defvjp(primitive(lambda x, y, condition: np.where(condition, x, y), "where", broadcasts=True),
                lambda g, ans, x, y, condition: sum_to(where(condition, g, 0), x._data.shape),
                lambda g, ans, x, y, condition: sum_to(where(condition, 0, g), y._data.shape))
+defjvp(WHERE, lambda t, ans, x, y, condition: where(condition, t, 0), lambda t, ans, x, y, condition: where(condition, 0, t))
 
 
 def clip(x, min=None, max=None) -> Tensor:  # noqa: A002 - NumPy/PyTorch argument names
@@ -181,6 +205,8 @@ def where(condition, x, y) -> Tensor:
 # ----------------------------------------------------------------------------- broadcasting
 SUM_TO = defvjp(primitive(K.sum_to, "sum_to"), lambda g, ans, x, shape: broadcast_to(g, x.shape))
 BROADCAST_TO = defvjp(primitive(np.broadcast_to, "broadcast_to"), lambda g, ans, x, shape: sum_to(g, x.shape))
+defjvp(SUM_TO, lambda t, ans, x, shape: sum_to(t, shape))
+defjvp(BROADCAST_TO, lambda t, ans, x, shape: broadcast_to(t, shape))
 
 
 def sum_to(x: Tensor, shape) -> Tensor:
@@ -242,11 +268,14 @@ def _addmm_lazy(total, i, g, ans, input, mat1, mat2) -> bool:  # noqa: A002
 MATMUL = defvjp(primitive(np.matmul, "matmul", broadcasts=True),
                 lambda g, ans, x, y: sum_to(g @ _mT(y), x._data.shape), _matmul_vjp_y)
 MATMUL.lazy_vjp = _matmul_lazy_y
+defjvp(MATMUL, lambda t, ans, x, y: t @ y, lambda t, ans, x, y: x @ t)
 ADDMM = defvjp(primitive(K.addmm, "addmm", broadcasts=True),
                lambda g, ans, input, mat1, mat2: sum_to(g, input._data.shape),  # noqa: A002
                lambda g, ans, input, mat1, mat2: g @ _mT(mat2),  # noqa: A002
                lambda g, ans, input, mat1, mat2: _mT(mat1) @ g)  # noqa: A002
 ADDMM.lazy_vjp = _addmm_lazy
+defjvp(ADDMM, lambda t, ans, input, mat1, mat2: t, lambda t, ans, input, mat1, mat2: t @ mat2,  # noqa: A002
+       lambda t, ans, input, mat1, mat2: mat1 @ t)  # noqa: A002
 
 
 def matmul(x, y) -> Tensor:
@@ -319,9 +348,18 @@ def _extremum_vjp(g, ans, x, axis, keepdims):
     return _expand_reduced(g, x, axis, keepdims) * _const(K.extremum_weights(x._data, ans._data, axis, keepdims))
 
 
+def _extremum_jvp(t, ans, x, axis, keepdims):
+    # the tangent of the arg-extrema, averaged over ties (the transpose of the VJP's split)
+    weights = _const(K.extremum_weights(x._data, ans._data, axis, keepdims))
+    return sum(t * weights, axis, keepdims)
+
+
 SUM = defvjp(primitive(np.sum, "sum"), lambda g, ans, x, axis, keepdims: _expand_reduced(g, x, axis, keepdims))
 MAX = defvjp(primitive(np.max, "max"), _extremum_vjp)
 MIN = defvjp(primitive(np.min, "min"), _extremum_vjp)
+defjvp(SUM, lambda t, ans, x, axis, keepdims: sum(t, axis, keepdims))
+defjvp(MAX, _extremum_jvp)
+defjvp(MIN, _extremum_jvp)
 
 
 def _normalize_axis(axis, ndim: int, op: str) -> tuple | None:
@@ -393,6 +431,19 @@ ASTYPE = defvjp(primitive(lambda x, dtype: x.astype(dtype), "astype"), lambda g,
 CONCATENATE = defvjp_argnum(
     primitive(lambda *arrays, axis, bounds: np.concatenate(arrays, axis=axis), "concatenate"),
     lambda i, g, ans, inputs, axis, bounds: g[(slice(None),) * axis + (slice(bounds[i], bounds[i + 1]),)])
+defjvp(RESHAPE, lambda t, ans, x, shape: reshape(t, shape))
+defjvp(TRANSPOSE, lambda t, ans, x, axes: transpose(t, *axes))
+defjvp(FLIP, lambda t, ans, x, axis: flip(t, axis))
+defjvp(ASTYPE, lambda t, ans, x, dtype: astype(t, dtype))
+
+
+def _concatenate_jvp(argnums, tangents, ans, inputs, axis, bounds):
+    """The inputs' tangents, zeros where an input has none, concatenated: one op for all of them."""
+    given = dict(zip(argnums, tangents))
+    return concatenate([given.get(i, _const(np.zeros(x.shape, ans.dtype))) for i, x in enumerate(inputs)], axis)
+
+
+defjvp_argnums(CONCATENATE, _concatenate_jvp)
 
 
 def reshape(x, *shape) -> Tensor:
@@ -541,6 +592,8 @@ GETITEM = defvjp(primitive(lambda x, index, basic: x[index], "getitem"),
                  lambda g, ans, x, index, basic: scatter_add(g, index, basic, x.shape))
 SCATTER_ADD = defvjp(primitive(K.scatter_add, "scatter_add"),
                      lambda g, ans, x, index, basic, shape: _getitem(g, index, basic))
+defjvp(GETITEM, lambda t, ans, x, index, basic: _getitem(t, index, basic))
+defjvp(SCATTER_ADD, lambda t, ans, x, index, basic, shape: scatter_add(t, index, basic, shape))
 
 
 def _getitem_lazy(total, i, g, ans, x, index, basic) -> bool:

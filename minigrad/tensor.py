@@ -96,6 +96,8 @@ class Tensor:
                     t._requires_grad = True
                     t._entry = TapeEntry(op, inputs, params, created_at)
                     break
+        if mode.forward:
+            autograd.push_tangents(t, op, inputs, params, mode.forward)
         return t
 
     # ----------------------------------------------------------------- array-like protocol
@@ -244,11 +246,15 @@ class Tensor:
 
     # ----------------------------------------------------------------- in-place (bump the version)
     def _inplace(self, name: str, apply):
-        if self._requires_grad and MODE.get().grad_enabled:
+        mode = MODE.get()
+        if self._requires_grad and mode.grad_enabled:
             raise RuntimeError(
                 f"{name}: in-place change of a tensor that requires grad would corrupt its gradient; "
                 "wrap it in minigrad.no_grad() (as optimizers do) or compute a new tensor"
             )
+        if any(self in level.tangents for level in mode.forward):
+            raise RuntimeError(f"{name}: in-place change of a tensor that carries a forward-mode tangent (inside "
+                               "jvp) would leave its tangent stale; compute a new tensor")
         apply(self._data)
         self._mark_changed()
         return self

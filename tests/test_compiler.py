@@ -393,3 +393,18 @@ def test_constants_made_inside_with_the_same_values_compile():
     for _ in range(3):
         (g,) = mg.grad(f(x).sum(), x)
     np.testing.assert_array_equal(g.data, [1.0, 1.0, 1.0])
+
+
+def test_frozen_weights_compile_and_the_input_gets_its_gradient():
+    lstm = LSTM(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
+    for p in lstm.parameters():
+        p.requires_grad = False
+    x = mg.Tensor(np.random.default_rng(1).standard_normal((4, 2, 2)), requires_grad=True)
+    grads = []
+    for compile in (True, False):  # noqa: A001
+        lstm.compile = compile
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            (g,) = mg.grad(lstm(x)[0].sum(), x)
+        grads.append(g.data)
+    np.testing.assert_allclose(*grads, rtol=1e-12, atol=1e-14)
