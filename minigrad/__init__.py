@@ -27,5 +27,6 @@ from . import functional, nn, optim  # noqa: E402
 from .serialization import load, save  # noqa: E402
 from .compiler import compile, scan  # noqa: E402, A004
 from . import func  # noqa: E402
+from .checkpointing import checkpoint  # noqa: E402
 
 __version__ = "0.1.0"

@@ -33,6 +33,7 @@ import numpy as np
 
 from minigrad import Tensor, functional as F, ops
 from minigrad.autograd import TraceError
+from minigrad.checkpointing import checkpoint
 from minigrad.compiler import scan
 from minigrad.nn import Module, ModuleList, Parameter
 from minigrad.tensor import _rng
@@ -100,13 +101,20 @@ def _run(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool
     return outputs, state, states
 
 
-def _sequence(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool):  # noqa: A002
+def _sequence(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool,  # noqa: A002
+              checkpoint_every: int | None = None):
     """The time loop, compiled (:func:`minigrad.scan`) or eager; returns (out (T, B, ...), final state, step states).
+
+    With ``checkpoint_every=k`` the loop runs in segments of k steps, each under
+    :func:`minigrad.checkpoint`: only the state between segments is kept, and backward recomputes
+    one segment at a time (memory O(T/k + k) instead of O(T); Chen et al. 2016, Gruslys et al. 2016).
 
     Per-step states (``return_states``) come from the eager loop: a compiled loop has no tensor per step
     to hook.  A step that cannot be traced (it reads values, or a VJP rule computes a constant from
     them) runs eagerly, with one warning saying why.
     """
+    if checkpoint_every and not keep_states and projected.shape[0] > checkpoint_every:
+        return (*_checkpointed(cell, projected, state, masks, reverse, compile, checkpoint_every), None)
     if compile and not keep_states:
         try:
             final, out = scan(lambda carry, x_t: _carry_first(cell.step(x_t, carry)), state, projected,
@@ -117,6 +125,23 @@ def _sequence(cell, projected: Tensor, state, masks, reverse: bool, keep_states:
                           RuntimeWarning, stacklevel=3)
     outputs, final, states = _run(cell, projected, state, masks, reverse, keep_states)
     return _stack_outputs(outputs), final, states
+
+
+def _checkpointed(cell, projected, state, masks, reverse, compile, k):  # noqa: A002
+    T = projected.shape[0]
+    starts = list(range(0, T, k))
+    outs = [None] * len(starts)
+    for n in reversed(range(len(starts))) if reverse else range(len(starts)):
+        a, b = starts[n], min(starts[n] + k, T)
+
+        def segment(x, *leaves, a=a, b=b):
+            out, final, _ = _sequence(cell, x, tree_unflatten(state_like, list(leaves)), None if masks is None
+                                      else masks[a:b], reverse, False, compile)
+            return out, final
+
+        state_like = state  # its nesting (the same for every segment)
+        outs[n], state = checkpoint(segment, projected[a:b], *tree_leaves(state))
+    return ops.concatenate(outs, axis=0), state
 
 
 def _carry_first(step_result):
@@ -130,7 +155,7 @@ def _stack_outputs(outputs) -> Tensor:
 
 
 def run_cell(cell, x, state=None, lengths=None, reverse: bool = False, return_states: bool = False, *,
-             compile: bool = True):  # noqa: A002 - the issue's (and torch's) name
+             compile: bool = True, checkpoint_every: int | None = None):  # noqa: A002 - the issue's (and torch's) name
     """Run ``cell`` over a time-major sequence: backpropagation through time is ordinary reverse mode.
 
     Args:
@@ -149,6 +174,9 @@ def run_cell(cell, x, state=None, lengths=None, reverse: bool = False, return_st
         compile: run the step as a compiled program (:func:`minigrad.scan`: traced once per
             call, one tape entry for the loop); False runs every op eagerly, the reference
             semantics. Both give the same outputs and gradients.
+        checkpoint_every: keep the state every k steps only and recompute each segment of k steps
+            in backward (:func:`minigrad.checkpoint`): memory O(T/k + k) instead of O(T), for the
+            cost of running the forward twice; the same gradients.
 
     Returns:
         ``(out, final_state)`` or ``(out, final_state, states)``; out (T, B, output_size).
@@ -166,7 +194,7 @@ def run_cell(cell, x, state=None, lengths=None, reverse: bool = False, return_st
     if state is None:
         state = cell.initial_state(B)
     out, final, states = _sequence(cell, cell.project(x) if hasattr(cell, "project") else x,
-                                   state, masks, reverse, return_states, compile)
+                                   state, masks, reverse, return_states, compile, checkpoint_every)
     return (out, final, states) if return_states else (out, final)
 
 
@@ -192,6 +220,8 @@ class Recurrent(Module):
         rng: ``numpy.random.Generator`` for dropout.
         compile: run each cell's steps as a compiled program (see :func:`run_cell`); the
             attribute ``compile`` may be changed later.  False: every op eagerly.
+        checkpoint_every: gradient checkpointing per layer every k steps (see :func:`run_cell`);
+            the attribute may be changed later.
 
     Parameters are exposed under PyTorch's flat names, as direct attributes: each parameter
     ``name`` of the cell of layer k is ``{name}_l{k}``, or ``{name}_l{k}_reverse`` for the
@@ -216,7 +246,8 @@ class Recurrent(Module):
     """
 
     def __init__(self, cells, *, bidirectional: bool = False, batch_first: bool = False, dropout: float = 0.0,
-                 learn_initial_state: bool = False, rng=None, compile: bool = True):  # noqa: A002
+                 learn_initial_state: bool = False, rng=None, compile: bool = True,  # noqa: A002
+                 checkpoint_every: int | None = None):
         super().__init__()
         name = type(self).__name__
         cells = list(cells)
@@ -246,6 +277,9 @@ class Recurrent(Module):
         self.num_layers, self.bidirectional, self.batch_first = len(cells) // D, bool(bidirectional), bool(batch_first)
         self.dropout = float(dropout)
         self.compile = bool(compile)
+        if checkpoint_every is not None:
+            check_size(checkpoint_every, "checkpoint_every", name)
+        self.checkpoint_every = checkpoint_every
         self.rng = _rng(rng)
         self._aliases = {}  # PyTorch-style name -> (module that owns the parameter, its attribute there)
         for k, cell in enumerate(cells):
@@ -334,7 +368,7 @@ class Recurrent(Module):
                 cell = cells[k]
                 projected = cell.project(x) if hasattr(cell, "project") else x
                 out, final, steps = _sequence(cell, projected, states[k], masks, direction == 1, return_states,
-                                              self.compile)
+                                              self.compile, self.checkpoint_every)
                 outs.append(out)
                 finals.append(final)
                 all_states.append(steps)
@@ -372,12 +406,13 @@ class _PyTorchLayer(Recurrent):
     """PyTorch's argument checks and repr shared by RNN, LSTM and GRU."""
 
     def __init__(self, cells, hidden_size, bias, batch_first, dropout, bidirectional, learn_initial_state, rng,
-                 compile):  # noqa: A002
+                 compile, checkpoint_every):  # noqa: A002
         for flag, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
             if not isinstance(value, bool):
                 raise TypeError(f"{type(self).__name__}: {flag} should be of type bool, got: {type(value).__name__}")
         super().__init__(cells, bidirectional=bidirectional, batch_first=batch_first, dropout=dropout,
-                         learn_initial_state=learn_initial_state, rng=rng, compile=compile)
+                         learn_initial_state=learn_initial_state, rng=rng, compile=compile,
+                         checkpoint_every=checkpoint_every)
         self.hidden_size, self.bias = hidden_size, bias
 
     def extra_repr(self) -> str:
@@ -417,6 +452,7 @@ _LAYER_ARGS = """
             recurrence reads it; training mode only.
         learn_initial_state: learn h_0 (and c_0), see :class:`Recurrent`.
         compile: compiled steps (default) or every op eagerly; the same results (:func:`run_cell`).
+        checkpoint_every: recompute each segment of k steps in backward (:func:`run_cell`).
     Raises:
         ValueError (TypeError for a non-int size or non-bool flag): a bad configuration, with
         PyTorch's messages. At call: see :class:`Recurrent`.
@@ -435,13 +471,14 @@ class RNN(_PyTorchLayer):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
                  dtype=np.float32, rng=None, input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
-                 learn_initial_state: bool = False, compile: bool = True):  # noqa: A002
+                 learn_initial_state: bool = False, compile: bool = True,  # noqa: A002
+                 checkpoint_every: int | None = None):
         rng = _rng(rng)
         cells = _cells(lambda n: RNNCell(n, hidden_size, bias, nonlinearity, dtype=dtype, rng=rng,
                                          input_dropout=input_dropout, recurrent_dropout=recurrent_dropout),
                        input_size, hidden_size, num_layers, bidirectional, "RNN")
         super().__init__(cells, hidden_size, bias, batch_first, dropout, bidirectional, learn_initial_state, rng,
-                         compile)
+                         compile, checkpoint_every)
         self.nonlinearity = nonlinearity
 
 
@@ -458,13 +495,14 @@ class LSTM(_PyTorchLayer):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, *,
                  dtype=np.float32, rng=None, input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
-                 learn_initial_state: bool = False, compile: bool = True):  # noqa: A002
+                 learn_initial_state: bool = False, compile: bool = True,  # noqa: A002
+                 checkpoint_every: int | None = None):
         rng = _rng(rng)
         cells = _cells(lambda n: LSTMCell(n, hidden_size, bias, proj_size=proj_size, dtype=dtype, rng=rng,
                                           input_dropout=input_dropout, recurrent_dropout=recurrent_dropout),
                        input_size, proj_size or hidden_size, num_layers, bidirectional, "LSTM")
         super().__init__(cells, hidden_size, bias, batch_first, dropout, bidirectional, learn_initial_state, rng,
-                         compile)
+                         compile, checkpoint_every)
         self.proj_size = proj_size
 
 
@@ -479,13 +517,14 @@ class GRU(_PyTorchLayer):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
                  dtype=np.float32, rng=None, input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
-                 learn_initial_state: bool = False, compile: bool = True):  # noqa: A002
+                 learn_initial_state: bool = False, compile: bool = True,  # noqa: A002
+                 checkpoint_every: int | None = None):
         rng = _rng(rng)
         cells = _cells(lambda n: GRUCell(n, hidden_size, bias, dtype=dtype, rng=rng,
                                          input_dropout=input_dropout, recurrent_dropout=recurrent_dropout),
                        input_size, hidden_size, num_layers, bidirectional, "GRU")
         super().__init__(cells, hidden_size, bias, batch_first, dropout, bidirectional, learn_initial_state, rng,
-                         compile)
+                         compile, checkpoint_every)
 
 
 for _layer in (RNN, LSTM, GRU):
