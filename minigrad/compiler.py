@@ -790,17 +790,43 @@ class _Loop(_Run):
                 for g, x in zip(grads, inputs)]
 
     def _eager_cotangents(self, g: Tensor) -> list:
-        inputs = self.carry_tensors + self.x_tensors + self.captured
-        out_carry, ys = _eager_scan(self.step, self.init_tree, self.xs_tree, self.reverse, self.masks)
-        outputs = flatten(out_carry)[0] + flatten(ys)[0]
-        return _differentiate_eagerly(outputs, inputs, _split(g, self.out_shapes))
+        """The step program run again as minigrad ops on this run's own inputs and captured tensors
+        (never the step function: what it reads may have changed since), differentiated, recorded."""
+        nc, nx = self.n_carry, len(self.x_tensors)
+        carry, ys = list(self.carry_tensors), [[None] * len(self.times) for _ in self.out_shapes[nc:]]
+        for t in self.times:
+            env = dict(zip(self.program.parts.input_names, carry + [x[t] for x in self.x_tensors] + self.captured))
+            results = _interpret(self.program, env)
+            new, y = results[:nc], results[nc:]
+            mask = None if self.masks is None else self.masks[t]
+            if mask is not None:
+                new = [ops.where(_widen(mask, n.ndim), n, o) for n, o in zip(new, carry)]
+                y = [ops.where(_widen(mask, v.ndim), v, 0) for v in y]
+            carry = new
+            for k, v in enumerate(y):
+                ys[k][t] = v
+        outputs = carry + [ops.stack(steps) for steps in ys]
+        return _differentiate_eagerly(outputs, self.carry_tensors + self.x_tensors + self.captured,
+                                      _split(g, self.out_shapes))
+
+
+def _interpret(program, env: dict) -> list:
+    """Run a program's forward as minigrad ops (recorded) on the Tensors ``env`` binds to its inputs."""
+    parts = program.parts
+    for node in parts.forward_nodes:
+        env[node.out] = node.op(*(env[a] for a in node.args), **node.params)
+    return [env[name] for name in parts.forward_returns[:program.n_outputs]]
 
 
 def _differentiate_eagerly(outputs, inputs, seeds) -> list:
-    """create_graph through a compiled run: the cotangents of ``inputs`` from the eager graph, recorded."""
+    """create_graph through a compiled run: the cotangents of ``inputs`` from the re-run graph, recorded."""
     wanted = [x for x in inputs if x._requires_grad]
     grads = iter(autograd.grad(outputs, wanted, seeds, create_graph=True, allow_unused=True))
-    return [(next(grads) if x._requires_grad else None) for x in inputs]
+    result = []
+    for x in inputs:
+        g = next(grads) if x._requires_grad else None
+        result.append(Tensor._from_array(np.zeros(x.shape, x.dtype)) if g is None and x._requires_grad else g)
+    return result
 
 
 def _packed_output(*arrays, run):
@@ -883,8 +909,8 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     The step is traced once per call (one eager step) and run as generated NumPy: see
     :class:`Program`.  The whole loop is ONE tape entry; its VJP runs the compiled step
     backward from the last step to the first, and sums every captured weight's ``x_t.T @ g_t``
-    terms in one matmul.  ``create_graph=True`` through it differentiates the eager loop
-    instead (recomputed), so higher derivatives are exact.  ``compile=False``, anomaly mode, or
+    terms in one matmul.  ``create_graph=True`` through it runs the step program again as
+    minigrad ops on the loop's own inputs and differentiates that, so higher derivatives are exact.  ``compile=False``, anomaly mode, or
     leaves of several dtypes run the loop eagerly (the reference semantics).
 
     Raises:
@@ -958,8 +984,8 @@ class _Call(_Run):
             grads[i] = r[0].T @ r[1] if j in program.outer else r
         return [np.zeros(x.shape, x.dtype) if g is None else np.asarray(g, x.dtype) for g, x in zip(grads, inputs)]
 
-    def _eager_cotangents(self, g: Tensor) -> list:
-        outputs = flatten(self.compiled.fn(*unflatten(self.compiled_structure, self.args)))[0]
+    def _eager_cotangents(self, g: Tensor) -> list:  # the program as minigrad ops, as a loop's
+        outputs = _interpret(self.program, dict(zip(self.program.parts.input_names, self.args + self.captured)))
         return _differentiate_eagerly(outputs, self.args + self.captured, _split(g, self.out_shapes))
 
 
@@ -970,7 +996,7 @@ class Compiled:
     their nesting, and the grad mode.  Calls with a known signature run the generated forward
     and record ONE tape entry whose VJP is the generated backward; ``backward``/``grad``, hooks
     on the outputs, ``no_grad`` (no residuals kept) and in-place version checks work through
-    it; ``create_graph=True`` differentiates ``fn`` re-run eagerly; anomaly mode runs ``fn``
+    it; ``create_graph=True`` differentiates the program run again as minigrad ops; anomaly mode runs ``fn``
     eagerly.  Tensors ``fn`` reads without taking them (a module's parameters) are inputs of
     the program, read afresh on every call: the same objects, their current values.  They must
     be leaves: a tensor computed outside ``fn`` belongs to one call's graph, so it is an error

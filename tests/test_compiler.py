@@ -408,3 +408,20 @@ def test_frozen_weights_compile_and_the_input_gets_its_gradient():
             (g,) = mg.grad(lstm(x)[0].sum(), x)
         grads.append(g.data)
     np.testing.assert_allclose(*grads, rtol=1e-12, atol=1e-14)
+
+
+def test_second_derivatives_through_functional_call_use_the_tensors_of_the_call():
+    from minigrad.nn.utils import functional_call
+
+    gru = GRU(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
+    x = mg.Tensor(np.random.default_rng(1).standard_normal((4, 1, 2)), requires_grad=True)
+    results = []
+    for compile in (True, False):  # noqa: A001
+        gru.compile = compile
+        bias = mg.Tensor(gru.bias_hh_l0.data * 2, requires_grad=True)  # swapped in for the call only
+        out = functional_call(gru, {"bias_hh_l0": bias}, (x,))[0]
+        (g,) = mg.grad((out * out).sum(), bias, create_graph=True)  # after the call: the step reads the old bias
+        (gg,) = mg.grad((g * g).sum(), x)
+        results.append((g.data, gg.data))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)

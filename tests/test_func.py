@@ -217,3 +217,18 @@ def test_in_place_change_of_a_tensor_with_a_tangent_is_refused():
 
     with pytest.raises(RuntimeError, match="add_: in-place change of a tensor that carries a forward-mode tangent"):
         func.jvp(f, (mg.tensor([1.0]),), (mg.tensor([1.0]),))
+
+
+def test_fast_mode_and_forward_mode_checks_catch_a_wrong_rule():
+    from minigrad.testing import GradcheckError, check_grads, gradcheck
+
+    good = defjvp(defvjp(primitive(np.sin, "sine2"), lambda g, ans, x: g * mg.Tensor(np.cos(x.data))),
+                  lambda t, ans, x: t * mg.Tensor(np.cos(x.data)))
+    bad = defjvp(defvjp(primitive(np.sin, "sine3"), lambda g, ans, x: g * 1.1 * mg.Tensor(np.cos(x.data))),
+                 lambda t, ans, x: t * 1.1 * mg.Tensor(np.cos(x.data)))
+    x = mg.tensor(np.linspace(-1, 1, 7), requires_grad=True)
+    assert gradcheck(good, [x], fast_mode=True) and check_grads(good, [x], order=1, modes=("fwd", "rev"))
+    with pytest.raises(GradcheckError, match="along a random direction \\(fast mode\\)"):
+        gradcheck(bad, [x], fast_mode=True)
+    with pytest.raises(GradcheckError, match="jvpcheck: the tangent of output 0"):
+        check_grads(bad, [x], order=1, modes=("fwd",))

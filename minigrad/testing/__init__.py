@@ -30,7 +30,7 @@ import minigrad as mg
 from minigrad.tensor import Tensor
 
 __all__ = [
-    "GradcheckError", "gradcheck", "gradgradcheck", "check_grads",
+    "GradcheckError", "gradcheck", "gradgradcheck", "jvpcheck", "check_grads",
     "floats", "tensors", "broadcastable_shapes", "mutually_broadcastable_shapes", "broadcastable_tensors",
 ]
 
@@ -121,7 +121,7 @@ def _fail(message: str, raise_exception: bool) -> bool:
     return False
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True) -> bool:
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, fast_mode=False) -> bool:
     """Check ``fn``'s vector-Jacobian products against central finite differences.
 
     Args:
@@ -134,6 +134,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True) 
         eps: finite-difference step; atol, rtol: an element passes when
             ``|analytic - numeric| <= atol + rtol * |numeric|`` (as ``np.allclose``).
         raise_exception: raise on failure (default) or return False.
+        fast_mode: check one random direction u per input instead of every element (PyTorch's
+            fast mode): ``<grad s, u>`` against ``(s(x + eps u) - s(x - eps u)) / (2 eps)``, two
+            evaluations of ``fn`` per input instead of two per element.
 
     Method: with a fixed random cotangent ``v_k`` per output, ``s = sum_k <v_k, f_k(x)>``;
     the analytic ``mg.grad(s, x)`` (unused inputs count as zero) must match
@@ -156,10 +159,24 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True) 
         >>> gradcheck(lambda x: mg.tanh(x) * x, [x])
         True
     """
-    return _check(fn, inputs, eps, atol, rtol, raise_exception, "gradcheck: gradient")
+    return _check(fn, inputs, eps, atol, rtol, raise_exception, "gradcheck: gradient", fast_mode)
 
 
-def _check(fn, inputs, eps, atol, rtol, raise_exception, what: str) -> bool:
+def _directional(fn, args, x: Tensor, u: np.ndarray, eps: float, cache, rng) -> float:
+    """Central difference of s along ``u`` for input ``x``."""
+    data, original = x._data, x._data.copy()
+    values = []
+    with mg.no_grad():
+        for sign in (1, -1):
+            data[...] = original + sign * eps * u
+            outs = [np.array(o.data, dtype=np.float64, copy=True) for o in _float_outputs(fn(*args))]
+            values.append(outs)
+    data[...] = original
+    cotangents = _cotangents(values[0], cache, rng)
+    return float(sum(np.sum(v * (p - m)) for v, p, m in zip(cotangents, *values)) / (2 * eps))
+
+
+def _check(fn, inputs, eps, atol, rtol, raise_exception, what: str, fast_mode: bool = False) -> bool:
     """gradcheck's body; ``what`` starts its error messages."""
     args = _leaf_copies(_as_list(inputs))
     wrt = [x for x in args if isinstance(x, Tensor) and x.requires_grad]
@@ -174,6 +191,15 @@ def _check(fn, inputs, eps, atol, rtol, raise_exception, what: str) -> bool:
             return _fail(
                 f"{name} has shape {analytic.shape} and dtype {analytic.dtype}; "
                 f"expected shape {x.shape} and dtype {x.dtype}", raise_exception)
+        if fast_mode:
+            u = np.random.default_rng(_SEED + 2 + k).standard_normal(x.shape)
+            numeric, projected = _directional(fn, args, x, u, eps, cache, rng), float(np.sum(analytic * u))
+            if not abs(projected - numeric) <= atol + rtol * abs(numeric):
+                return _fail(f"{name} does not match finite differences along a random direction (fast mode): "
+                             f"<analytic, u> = {projected!r}, numeric {numeric!r} (tolerance atol={atol} + "
+                             f"rtol={rtol} * |numeric|, eps={eps}); rerun with fast_mode=False to find the element",
+                             raise_exception)
+            continue
         numeric = _numeric(fn, args, x, eps, cache, rng)
         excess = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         bad = ~(excess <= 0)  # NaN anywhere fails too
@@ -188,7 +214,7 @@ def _check(fn, inputs, eps, atol, rtol, raise_exception, what: str) -> bool:
     return True
 
 
-def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True) -> bool:
+def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, fast_mode=False) -> bool:
     """Check second derivatives: :func:`gradcheck` of ``x -> mg.grad(<v, fn(x)>, x, create_graph=True)``.
 
     ``v`` is a fixed random cotangent per output of ``fn``; the first-order
@@ -215,17 +241,64 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=Tr
             grads = mg.grad(s, wrt, create_graph=True, allow_unused=True)
         return tuple(mg.zeros_like(x) if g is None else g for g, x in zip(grads, wrt))
 
-    return _check(first_order, inputs, eps, atol, rtol, raise_exception, "gradgradcheck: second derivative")
+    return _check(first_order, inputs, eps, atol, rtol, raise_exception, "gradgradcheck: second derivative",
+                  fast_mode)
 
 
-def check_grads(fn, inputs, order=2, **tolerances) -> bool:
-    """:func:`gradcheck` and, if ``order >= 2``, :func:`gradgradcheck` (HIPS autograd's ``check_grads``).
+def jvpcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True) -> bool:
+    """Check ``fn``'s forward mode: for each input that requires grad, ``minigrad.func.jvp`` along a fixed
+    random direction must match central finite differences of every output element.
 
-    ``tolerances`` are ``eps``, ``atol``, ``rtol``.  Returns True or raises :class:`GradcheckError`.
+    Arguments, float64 copies and errors as :func:`gradcheck`.
+    """
+    args = _leaf_copies(_as_list(inputs))
+    index = [k for k, x in enumerate(args) if isinstance(x, Tensor) and x.requires_grad]
+    if not index:
+        raise ValueError("jvpcheck: no input requires grad; pass Tensors with requires_grad=True")
+    for k in index:
+        x = args[k]
+        u = np.random.default_rng(_SEED + 3 + k).standard_normal(x.shape)
+
+        def along(xk, k=k):
+            return tuple(_float_outputs(fn(*args[:k], xk, *args[k + 1:])))
+
+        _, tangents = mg.func.jvp(along, (Tensor._from_array(x._data.copy()),), (Tensor._from_array(u),))
+        data, original = x._data, x._data.copy()
+        with mg.no_grad():
+            data[...] = original + eps * u
+            plus = [np.array(o.data, dtype=np.float64, copy=True) for o in _float_outputs(fn(*args))]
+            data[...] = original - eps * u
+            minus = [np.array(o.data, dtype=np.float64, copy=True) for o in _float_outputs(fn(*args))]
+        data[...] = original
+        for j, (t, p, m) in enumerate(zip(tangents, plus, minus)):
+            numeric = (p - m) / (2 * eps)
+            if not np.all(np.abs(t.data - numeric) <= atol + rtol * np.abs(numeric)):
+                worst = float(np.max(np.abs(t.data - numeric)))
+                return _fail(f"jvpcheck: the tangent of output {j} along a random direction of input {k} (shape "
+                             f"{x.shape}) does not match finite differences: largest difference {worst!r} "
+                             f"(tolerance atol={atol} + rtol={rtol} * |numeric|, eps={eps})", raise_exception)
+    return True
+
+
+def check_grads(fn, inputs, order=2, modes=("rev",), **tolerances) -> bool:
+    """HIPS autograd's ``check_grads``: ``"rev"`` runs :func:`gradcheck` (and :func:`gradgradcheck` if
+    ``order == 2``), ``"fwd"`` runs :func:`jvpcheck` (forward mode, first order).
+
+    ``tolerances`` are ``eps``, ``atol``, ``rtol`` (and ``fast_mode`` for the reverse checks).
+    Returns True or raises :class:`GradcheckError`.  ``modes=("fwd", "rev")`` checks both; the default
+    is reverse mode only, since a user's op may have no JVP rule.
     """
     if order not in (1, 2):
         raise ValueError(f"check_grads: order must be 1 or 2; got {order}")
-    return gradcheck(fn, inputs, **tolerances) and (order < 2 or gradgradcheck(fn, inputs, **tolerances))
+    if not modes or set(modes) - {"fwd", "rev"}:
+        raise ValueError(f"check_grads: modes must name 'fwd' and/or 'rev'; got {modes!r}")
+    fast = {"fast_mode": tolerances.pop("fast_mode", False)}
+    ok = True
+    if "rev" in modes:
+        ok = gradcheck(fn, inputs, **tolerances, **fast) and (order < 2 or gradgradcheck(fn, inputs, **tolerances, **fast))
+    if ok and "fwd" in modes:
+        ok = jvpcheck(fn, inputs, **tolerances)
+    return ok
 
 
 # ----------------------------------------------------------------------------- strategies
