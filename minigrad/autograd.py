@@ -258,7 +258,11 @@ _ENTRY_INDEX = itertools.count()
 
 
 class TapeLine:
-    """A printable view of one tape entry: ``index``, ``op`` (its name), ``inputs``, ``output`` and ``entry``."""
+    """A printable view of one tape entry: ``index``, ``op`` (its name), ``inputs``, ``output`` and ``entry``.
+
+    ``saved_bytes`` is what the entry keeps alive for backward (JAX's ``print_saved_residuals``):
+    its inputs' arrays, counted once per block of memory, plus a compiled run's residuals.
+    """
 
     __slots__ = ("index", "op", "inputs", "output", "entry", "_names")
 
@@ -266,12 +270,21 @@ class TapeLine:
         self.index, self.op, self.inputs, self.output = index, entry.op.name, entry.inputs, output
         self.entry, self._names = entry, names
 
+    @property
+    def saved_bytes(self) -> int:
+        owners = {id(_owner(x._data)): _owner(x._data).nbytes for x in self.inputs}
+        run = (self.entry.params or {}).get("run")
+        residuals = getattr(run, "residuals", None) or []
+        arrays = {id(_owner(a)): _owner(a).nbytes for step in residuals
+                  for a in (step if isinstance(step, (tuple, list)) else (step,)) if isinstance(a, np.ndarray)}
+        return sum(owners.values()) + sum(v for k, v in arrays.items() if k not in owners)
+
     def __str__(self):
         def show(t):
             return f"{self._names[t]}{list(t.shape)}"
 
         args = ", ".join(show(t) for t in self.inputs)
-        return f"{self.index:>4}: {show(self.output)} = {self.op}({args})"
+        return f"{self.index:>4}: {show(self.output)} = {self.op}({args})  # saves {self.saved_bytes:,} bytes"
 
     __repr__ = __str__
 

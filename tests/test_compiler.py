@@ -425,3 +425,11 @@ def test_second_derivatives_through_functional_call_use_the_tensors_of_the_call(
         results.append((g.data, gg.data))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_the_tape_counts_a_compiled_loops_residuals():
+    lstm = LSTM(3, 4, dtype=np.float64, rng=np.random.default_rng(0))
+    out, _ = lstm(mg.Tensor(np.ones((10, 2, 3))))
+    scan_line = next(line for line in mg.tape(out.sum()) if line.op == "scan")
+    inputs = sum(x.data.nbytes for x in scan_line.inputs)
+    assert scan_line.saved_bytes > inputs + 10 * 2 * 16 * 8  # at least each step's gate activations

@@ -321,9 +321,10 @@ def test_tape_lists_entries_in_execution_order():
     assert lines[1].inputs[0] is h and lines[1].inputs[1] is c
     assert lines[-1].output is out
     text = [str(line) for line in lines]
-    assert text[0].split() == ["0:", "%0[2]", "=", "mul(x0[2],", "x1[2])"]
+    assert text[0].split() == ["0:", "%0[2]", "=", "mul(x0[2],", "x1[2])", "#", "saves", "32", "bytes"]
     assert "c0[2]" in text[1]  # constants are named c0, c1, ...
-    assert text[3].endswith("= sum(%2[2])")
+    assert text[3].endswith("= sum(%2[2])  # saves 16 bytes")
+    assert [line.saved_bytes for line in lines] == [32, 32, 16, 16]  # the inputs each entry keeps alive
     out.backward()
     with pytest.raises(RuntimeError, match="retain_graph"):
         mg.tape(out)  # freed by backward
