@@ -792,7 +792,7 @@ class _Loop(_Run):
     def _eager_cotangents(self, g: Tensor) -> list:
         """The step program run again as minigrad ops on this run's own inputs and captured tensors
         (never the step function: what it reads may have changed since), differentiated, recorded."""
-        nc, nx = self.n_carry, len(self.x_tensors)
+        nc = self.n_carry
         carry, ys = list(self.carry_tensors), [[None] * len(self.times) for _ in self.out_shapes[nc:]]
         for t in self.times:
             env = dict(zip(self.program.parts.input_names, carry + [x[t] for x in self.x_tensors] + self.captured))
