@@ -491,9 +491,11 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
             if entry.clock != CLOCK.tick:  # something changed in place since the op ran
                 _check_versions(t, entry)
             op, xs, params = entry.op, entry.inputs, entry.params
+            walked = False  # whether backward went through this entry (a requested tensor's may stay)
             for i, x in enumerate(xs):
                 if not x._requires_grad or (on_path is not None and x not in on_path):
                     continue
+                walked = True
                 if lazy and op.lazy_vjp is not None:
                     total = cotangents.get(x)
                     if type(total) is not _Cotangent:
@@ -509,7 +511,7 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
                     _add_term(cotangents, x, gx, create_graph)
                 else:  # the first term, kept as it is: most tensors are used once
                     cotangents[x] = gx
-            if not retain_graph:
+            if walked and not retain_graph:  # free what backward used; not the graph behind a requested tensor
                 entry.inputs = entry.params = None
     finally:
         MODE.set(previous_mode)

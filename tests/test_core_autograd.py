@@ -402,3 +402,13 @@ def test_retain_freed_memory_applies_on_glibc_and_rejects_bad_sizes():
     for bad in (-1, 1.5, True, "64"):
         with pytest.raises(ValueError, match="retain_freed_memory: megabytes must be a non-negative integer"):
             mg.retain_freed_memory(bad)
+
+
+def test_grad_with_respect_to_an_intermediate_leaves_the_graph_behind_it():
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    h = mg.tanh(x)
+    y = (h * h).sum()
+    (gh,) = mg.grad(y, h)  # walks y -> h only, as PyTorch, which does not free h's node
+    np.testing.assert_allclose(gh.data, 2 * np.tanh([1.0, 2.0]))
+    (h * 3).sum().backward()  # the graph behind h is intact
+    np.testing.assert_allclose(x.grad.data, 3 * (1 - np.tanh([1.0, 2.0]) ** 2))
