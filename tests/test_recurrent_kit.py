@@ -47,3 +47,16 @@ def test_padded_batches_strategy_gives_valid_batches(batch):
     cell = RNNCell(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
     out, _ = run_cell(cell, x.transpose(1, 0, 2) if batch_first else x, lengths=lengths)
     assert out.shape == (T, len(lengths), 3)
+
+
+def test_the_torch_comparison_catches_a_built_in_cell_that_computes_otherwise():
+    pytest.importorskip("torch")
+    from minigrad.testing.recurrent import _check_against_torch
+
+    cell = GRUCell(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((4, 2, 2))
+    _check_against_torch(cell, x, 1e-10)  # the real cell matches
+    step = cell.step
+    cell.step = lambda x_t, h: tuple(t * 1.01 for t in step(x_t, h))  # off by 1%: must be caught
+    with pytest.raises(AssertionError, match="outputs differ from torch.nn.GRUCell's"):
+        _check_against_torch(cell, x, 1e-10)

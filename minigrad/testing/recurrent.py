@@ -62,6 +62,8 @@ def check_cell(make_cell, T=5, lengths=(5, 3, 1), seed=0, tol=1e-10):
        through :func:`minigrad.nn.utils.functional_call`.
     4. Compiled equals eager (outputs, states, gradients).
     5. ``state_dict`` round-trips through ``minigrad.save``/``load`` into a fresh cell.
+    6. If torch is installed and the cell is a built-in with a torch counterpart
+       (``torch.nn.RNNCell``, ``LSTMCell``, ``GRUCell``), its outputs and gradients match torch's.
 
     Returns True; raises AssertionError (or :class:`GradcheckError`) naming the failed check.
     """
@@ -128,7 +130,37 @@ def check_cell(make_cell, T=5, lengths=(5, 3, 1), seed=0, tol=1e-10):
     x = mg.Tensor(x_data)
     _close(_run(fresh, x)[0].data, _run(cell, x)[0].data, "a cell loaded from the saved state_dict computes "
            "other outputs", 0)
+    _check_against_torch(cell, x_data, tol)
     return True
+
+
+def _check_against_torch(cell, x_data, tol):
+    """Outputs and parameter gradients of a built-in cell against its torch counterpart, step by step."""
+    try:
+        import torch
+    except ImportError:
+        return
+    from minigrad_rnn import GRUCell, LSTMCell, RNNCell
+
+    kind = next((c for c in (LSTMCell, GRUCell, RNNCell) if type(cell) is c), None)
+    if kind is None or getattr(cell, "proj_size", 0):
+        return
+    extra = {"nonlinearity": cell.nonlinearity} if kind is RNNCell else {}
+    theirs = getattr(torch.nn, kind.__name__)(cell.input_size, cell.hidden_size, bias=cell.bias, dtype=torch.float64,
+                                              **extra)
+    theirs.load_state_dict({k: torch.from_numpy(v.astype(np.float64)) for k, v in cell.state_dict().items()})
+    outs, state = [], None
+    for x_t in torch.from_numpy(x_data):
+        state = theirs(x_t, state)
+        outs.append(state[0] if kind is LSTMCell else state)
+    torch.stack(outs).pow(2).sum().backward()
+    cell.zero_grad()
+    out, _ = _run(cell, mg.Tensor(x_data))
+    mg.sum(out * out).backward()
+    _close(out.data, torch.stack(outs).detach().numpy(), f"outputs differ from torch.nn.{kind.__name__}'s", tol)
+    for name, p in cell.named_parameters():
+        _close(p.grad.data, dict(theirs.named_parameters())[name].grad.numpy(),
+               f"gradient of {name} differs from torch.nn.{kind.__name__}'s", tol)
 
 
 def _run_functional(cell, parameters, x):
