@@ -200,19 +200,14 @@ def run_op_chain(settings):
     return rows
 
 
-def run_rnn_case(kind, B, T, H, dtype, libraries, settings, section):
-    """Time one training step of every library on one case; return the rows."""
-    dtype_name = np.dtype(dtype).name
-    case = f"B={B} T={T} I=H={H}"
-    data = rnn_steps.make_data(kind, B, T, H, H, dtype)
-    flops = step_flops(kind, B, T, H, H)
-    rows, fns, reference = [], {}, None
-    for library in libraries:
-        row = {"section": section, "kind": kind, "case": case, "B": B, "T": T, "I": H, "H": H}
-        row.update(dtype=dtype_name, library=library, unit="s", flops=flops)
-        rows.append(row)
+def _time_steps(rows, builders, data, settings):
+    """Build, warm up and time one training step per library (``builders[k](data)`` for ``rows[k]``),
+    interleaved; the first library that builds gives the gradients the others are checked against.
+    Returns ``{library: (step, first timing)}`` of those that built."""
+    fns, reference = {}, None
+    for row, build in zip(rows, builders):
         try:
-            step = rnn_steps.LIBRARIES[library](data)
+            step = build(data)
             warm_up(step)
             # Time the second call (the first may pay for lazy set-up); it must
             # also give the same gradients, not accumulated ones.
@@ -220,16 +215,31 @@ def run_rnn_case(kind, B, T, H, dtype, libraries, settings, section):
         except Exception as err:
             _failed(row, err)
             continue
-        # The first library (NumPy LSTM, or torch for the GRU) is the reference.
         if reference is None:
             reference = grads
         else:
             row["max_rel_grad_err"] = rnn_steps.check_grads(grads, reference)
-        fns[library] = (step, first)
+        fns[row["library"]] = (step, first)
     _record(rows, fns, settings)
     for row in rows:
         if row["library"] in fns:
-            row["gflops"] = flops / row["median"] / 1e9
+            row["gflops"] = row["flops"] / row["median"] / 1e9
+    return fns
+
+
+def run_rnn_case(kind, B, T, H, dtype, libraries, settings, section):
+    """Time one training step of every library on one case; return the rows.
+
+    The first library (NumPy LSTM, or torch for the GRU) is the gradient reference."""
+    dtype_name = np.dtype(dtype).name
+    case = f"B={B} T={T} I=H={H}"
+    flops = step_flops(kind, B, T, H, H)
+    rows = [{"section": section, "kind": kind, "case": case, "B": B, "T": T, "I": H, "H": H, "dtype": dtype_name,
+             "library": library, "unit": "s", "flops": flops} for library in libraries]
+    fns = _time_steps(rows, [rnn_steps.LIBRARIES[library] for library in libraries],
+                      rnn_steps.make_data(kind, B, T, H, H, dtype), settings)
+    for row in rows:
+        if row["library"] in fns:
             row["peak_mem_bytes"], row["mem_method"] = peak_memory(fns[row["library"]][0], row["library"])
             log(f"  {section} {case} {dtype_name} {row['library']}: {row['median'] * 1e3:.1f} ms")
     return rows
@@ -258,31 +268,14 @@ def run_cells(settings):
     rows = []
     for B, T, H in CELL_CASES:
         for cell in custom_cells.CELLS:
-            data = custom_cells.make_data(cell, B, T, H, np.float32)
-            flops = custom_cells.matmul_flops(cell, B, T, H)
-            group, fns, reference = [], {}, None
-            for library, build in custom_cells.LIBRARIES.items():
-                if not settings.wants(library):
-                    continue
-                row = {"section": "cells", "case": f"B={B} T={T} I=H={H}", "cell": cell, "dtype": "float32",
-                       "library": library, "unit": "s", "flops": flops}
-                group.append(row)
-                try:
-                    step = build(data)
-                    warm_up(step)
-                    grads, first = warm_up(step)
-                except Exception as err:
-                    _failed(row, err)
-                    continue
-                if reference is None:
-                    reference = grads
-                else:
-                    row["max_rel_grad_err"] = rnn_steps.check_grads(grads, reference, names=list(reference))
-                fns[library] = (step, first)
-            _record(group, fns, settings)
+            libraries = [name for name in custom_cells.LIBRARIES if settings.wants(name)]
+            group = [{"section": "cells", "case": f"B={B} T={T} I=H={H}", "cell": cell, "dtype": "float32",
+                      "library": library, "unit": "s", "flops": custom_cells.matmul_flops(cell, B, T, H)}
+                     for library in libraries]
+            fns = _time_steps(group, [custom_cells.LIBRARIES[name] for name in libraries],
+                              custom_cells.make_data(cell, B, T, H, np.float32), settings)
             for row in group:
                 if row["library"] in fns:
-                    row["gflops"] = flops / row["median"] / 1e9
                     log(f"  cells {row['case']} {cell} {row['library']}: {row['median'] * 1e3:.1f} ms")
             rows += group
     return rows

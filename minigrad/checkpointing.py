@@ -10,7 +10,7 @@ import numpy as np
 
 from . import autograd
 from .autograd import MODE
-from .compiler import _record, _Run, _split, flatten, unflatten
+from .compiler import _record, _Run, _split, flatten, unflatten, walk_back
 from .extend import defvjp_argnum, primitive, trust
 from .tensor import Tensor
 
@@ -125,26 +125,13 @@ def checkpoint(fn, *args, generators=None):
         standins[x], first_args[k] = k, x
     start = next(autograd._ENTRY_INDEX)
     outputs, structure = flatten(fn(*first_args))
-    captured, seen, stack = [], set(outputs), list(outputs)
-    while stack:
-        t = stack.pop()
-        if t in standins:
-            continue
-        entry = t._entry
-        if entry is None or entry.index < start:
-            if t._requires_grad:
-                captured.append(t)
-            continue
-        for x in entry.inputs:
-            if x not in seen:
-                seen.add(x)
-                stack.append(x)
+    captured = [t for t in walk_back(outputs, standins, start)[1] if t._requires_grad]
     dtypes = {t.dtype for t in outputs}
     if len(dtypes) != 1 or next(iter(dtypes)).kind != "f":
         raise TypeError(f"checkpoint: fn must return Tensors of one floating dtype; got {sorted(map(str, dtypes))}")
     shapes = [t.shape for t in outputs]
     packed = np.concatenate([np.ravel(t._data) for t in outputs]) if outputs else np.empty(0)
-    del outputs, stack, seen  # the activations of the first run go now
+    del outputs  # the activations of the first run go now
     run = _Checkpoint(fn, list(args), positions, captured, generators, states, structure, shapes, packed)
     inputs = tuple(args[k] for k in positions) + tuple(captured)
     differentiate = any(x._requires_grad for x in inputs)

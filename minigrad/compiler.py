@@ -168,13 +168,7 @@ def _simplify(nodes: list, returns: list, shapes: dict) -> tuple[list, list]:
         node.args = args
         kept.append(node)
     returns = [alias.get(r, r) for r in returns]
-    needed = set(returns)
-    live = []
-    for node in reversed(kept):
-        if node.out in needed:
-            live.append(node)
-            needed.update(node.args)
-    return live[::-1], returns, alias
+    return _live(kept, returns), returns, alias
 
 
 def _scatter_sum(*gs, indices, basics, shape):
@@ -238,18 +232,18 @@ def _fuse_slice_cotangents(nodes: list, returns: list, shapes: dict) -> list:
                         break
         producers[node.out] = node
         fused.append(node)
-    live, _, _ = _simplify_dead(fused, returns)
-    return live
+    return _live(fused, returns)
 
 
-def _simplify_dead(nodes, returns):
+def _live(nodes: list, returns: list) -> list:
+    """The nodes that ``returns`` (names, or pairs of names) need: dead code removed."""
     needed = {name for r in returns for name in (r if isinstance(r, tuple) else (r,))}
     live = []
     for node in reversed(nodes):
         if node.out in needed:
             live.append(node)
             needed.update(node.args)
-    return live[::-1], returns, {}
+    return live[::-1]
 
 
 def _param_key(value):
@@ -345,6 +339,28 @@ class _Trace:
             key, captured, outputs, out_structure, build)
 
 
+def walk_back(outputs, stop, start: int) -> tuple[list, list]:
+    """The tensors between ``outputs`` and ``stop``: those that ops recorded since entry ``start`` made, in
+    the order they ran, and those they read from outside (leaves, and tensors made before ``start``)."""
+    stack = list(dict.fromkeys(outputs))  # in order: the captured tensors' names depend on it
+    made, outside, seen = [], [], set(stack)
+    while stack:
+        t = stack.pop()
+        if t in stop:
+            continue
+        entry = t._entry
+        if entry is None or entry.index < start:
+            outside.append(t)
+            continue
+        made.append((entry.index, t))
+        for x in entry.inputs:
+            if x not in seen:
+                seen.add(x)
+                stack.append(x)
+    made.sort(key=lambda pair: pair[0])
+    return [t for _, t in made], outside
+
+
 def trace(fn, args: list, structure, requires_grad: list) -> _Trace:
     """Run ``fn(*leaves)`` once on stand-ins of ``args`` (arrays) and read its program off the tape.
 
@@ -366,27 +382,12 @@ def trace(fn, args: list, structure, requires_grad: list) -> _Trace:
     outputs, out_structure = flatten(result)
     slots = {t: f"a{i}" for i, t in enumerate(standins)}
     shapes = {f"a{i}": (a.shape, a.dtype) for i, a in enumerate(args)}
-    captured, nodes = [], []
-
-    # Walk back from the outputs to the stand-ins; anything older than the trace is captured.
-    order, stack, seen = [], list(outputs), set(outputs)
-    while stack:
-        t = stack.pop()
-        if t in slots:
-            continue
-        entry = t._entry
-        if entry is None or entry.index < start:
-            slots[t] = f"c{len(captured)}"
-            shapes[slots[t]] = (t.shape, t.dtype)
-            captured.append(t)
-            continue
-        order.append((entry.index, t))
-        for x in entry.inputs:
-            if x not in seen:
-                seen.add(x)
-                stack.append(x)
-    order.sort(key=lambda pair: pair[0])
-    for k, (_, t) in enumerate(order):
+    order, captured = walk_back(outputs, slots, start)
+    for k, t in enumerate(captured):
+        slots[t] = f"c{k}"
+        shapes[slots[t]] = (t.shape, t.dtype)
+    nodes = []
+    for k, t in enumerate(order):
         entry = t._entry
         slots[t] = f"v{k}"
         shapes[slots[t]] = (t.shape, t.dtype)
@@ -754,21 +755,23 @@ def _record(op: Op, run: _Run, inputs: tuple, differentiate: bool) -> list:
 class _Loop(_Run):
     """One run of a compiled step over a sequence (:func:`scan`)."""
 
-    def __init__(self, step, program, carry, xs, captured, times, masks, residuals, out_shapes, n_carry):
-        self.step, self.program, self.carry, self.xs, self.captured = step, program, carry, xs, captured
-        self.times, self.masks, self.residuals, self.out_shapes, self.n_carry = times, masks, residuals, out_shapes, n_carry
+    def __init__(self, program, carry_tensors, x_tensors, captured, times, masks, residuals, ranks, packed,
+                 out_shapes):
+        self.program, self.carry_tensors, self.x_tensors, self.captured = program, carry_tensors, x_tensors, captured
+        self.times, self.masks, self.residuals, self.ranks = times, masks, residuals, ranks
+        self.packed, self.out_shapes, self.n_carry = packed, out_shapes, len(carry_tensors)
         self.cotangents = None  # (the packed cotangent they are for, one Tensor per input)
 
     def _backward(self, packed: np.ndarray) -> list:
-        program, nc, nx = self.program, self.n_carry, len(self.xs)
+        program, nc, nx = self.program, self.n_carry, len(self.x_tensors)
         parts = _split(packed, self.out_shapes)
-        inputs = self.carry + self.xs + self.captured
+        inputs = [t._data for t in self.carry_tensors + self.x_tensors + self.captured]
         differentiable = program.differentiable
         sums = [np.zeros(inputs[i].shape, inputs[i].dtype) if nc + nx <= i and j not in program.outer else None
                 for j, i in enumerate(differentiable)]
         lefts, rights = [[] for _ in differentiable], [[] for _ in differentiable]
-        gxs = [np.zeros(x.shape, x.dtype) for x in self.xs]
-        zeros = [np.zeros(c.shape, c.dtype) for c in self.carry]
+        gxs = [np.zeros(x.shape, x.dtype) for x in self.x_tensors]
+        zeros = [np.zeros(c.shape, c.dtype) for c in self.carry_tensors]
         backward_loop = _loops(program, nc, nx, self.ranks, self.masks is not None)[1]
         captured = [self.captured[k]._data for k in program.captured_read]
         g_carry = backward_loop(self.times, parts[:nc], parts[nc:], self.residuals, captured, gxs, self.masks,
@@ -954,11 +957,7 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     for part, c in zip(parts, carry):
         part[...] = c
 
-    run = _Loop(step, program, [c._data for c in carry_leaves], xs_data, tr.captured, times, masks, residuals,
-                out_shapes, nc)
-    run.packed = packed
-    run.carry_tensors, run.x_tensors = carry_leaves, x_leaves
-    run.init_tree, run.xs_tree, run.reverse, run.ranks = init, xs, reverse, ranks
+    run = _Loop(program, carry_leaves, x_leaves, tr.captured, times, masks, residuals, ranks, packed, out_shapes)
     leaves = _record(SCAN, run, tuple(carry_leaves) + tuple(x_leaves) + tuple(tr.captured), differentiate)
     y_structure = flatten(unflatten(tr.out_structure, tr.outputs)[1])[1]
     return unflatten(carry_structure, leaves[:nc]), unflatten(y_structure, leaves[nc:])
@@ -969,8 +968,8 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
 class _Call(_Run):
     """One call of a compiled function (:func:`compile`)."""
 
-    def __init__(self, compiled, program, args, captured, residuals, out_shapes, packed):
-        self.compiled, self.program, self.args, self.captured = compiled, program, args, captured
+    def __init__(self, program, args, captured, residuals, out_shapes, packed):
+        self.program, self.args, self.captured = program, args, captured
         self.residuals, self.out_shapes, self.packed = residuals, out_shapes, packed
         self.cotangents = None
 
@@ -1058,8 +1057,7 @@ class Compiled:
         results = program.forward(*[t._data for t in leaves], *[t._data for t in captured])
         n = program.n_outputs
         packed = np.concatenate([np.ravel(r) for r in results[:n]]) if n else np.empty(0)
-        run = _Call(self, program, leaves, captured, results[n:] if differentiate else None, out_shapes, packed)
-        run.compiled_structure = structure
+        run = _Call(program, leaves, captured, results[n:] if differentiate else None, out_shapes, packed)
         return unflatten(out_structure, _record(CALL, run, tuple(leaves) + tuple(captured), differentiate))
 
     def source(self, *args) -> str:

@@ -270,18 +270,23 @@ def defvjp(op: Op, *rules) -> Op:
         ValueError: more rules than the forward takes positional arguments (names the op).
         In backward, a rule's wrong result is an error naming the op, the input and the shapes.
     """
-    if not isinstance(op, Op):
-        raise TypeError(f"defvjp: expected an Op made by minigrad.extend.primitive; got {type(op).__name__}")
-    for i, rule in enumerate(rules):
-        if rule is not None and not callable(rule):
-            raise TypeError(f"defvjp: the rule for input {i} of {op.name} is a {type(rule).__name__}, not a function")
-    if op.max_inputs is not None and len(rules) > op.max_inputs:
-        raise ValueError(
-            f"defvjp: {len(rules)} rules given, but the forward of {op.name} takes {op.max_inputs} inputs "
-            f"(valid input indices are 0 to {op.max_inputs - 1})")
+    _check_rules("defvjp", op, rules)
     op.rules = rules
     op._build_vjps()
     return op
+
+
+def _check_rules(where: str, op, rules):
+    """One rule (a function or None) per input of ``op``, no more than its forward takes."""
+    if not isinstance(op, Op):
+        raise TypeError(f"{where}: expected an Op made by minigrad.extend.primitive; got {type(op).__name__}")
+    for i, rule in enumerate(rules):
+        if rule is not None and not callable(rule):
+            raise TypeError(f"{where}: the rule for input {i} of {op.name} is a {type(rule).__name__}, not a function")
+    if op.max_inputs is not None and len(rules) > op.max_inputs:
+        raise ValueError(
+            f"{where}: {len(rules)} rules given, but the forward of {op.name} takes {op.max_inputs} inputs "
+            f"(valid input indices are 0 to {op.max_inputs - 1})")
 
 
 def defjvp(op: Op, *rules) -> Op:
@@ -298,13 +303,7 @@ def defjvp(op: Op, *rules) -> Op:
         ValueError: more rules than the forward takes positional arguments (names the op).
         In forward mode, a rule's wrong result is an error naming the op, the input and the shapes.
     """
-    if not isinstance(op, Op):
-        raise TypeError(f"defjvp: expected an Op made by minigrad.extend.primitive; got {type(op).__name__}")
-    for i, rule in enumerate(rules):
-        if rule is not None and not callable(rule):
-            raise TypeError(f"defjvp: the rule for input {i} of {op.name} is a {type(rule).__name__}, not a function")
-    if op.max_inputs is not None and len(rules) > op.max_inputs:
-        raise ValueError(f"defjvp: {len(rules)} rules given, but the forward of {op.name} takes {op.max_inputs} inputs")
+    _check_rules("defjvp", op, rules)
     op.jvp_rules = rules
     return op
 

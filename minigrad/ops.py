@@ -64,14 +64,16 @@ def _public(fn, op, doc: str):
     return fn
 
 
-def binary(name: str, forward, rule_x, rule_y, doc: str, jvp_x=None, jvp_y=None):
+def binary(name: str, forward, rule_x, rule_y, doc: str):
     """Declare a broadcasting elementwise op of two inputs; returns its public function (the Op as ``.op``).
 
-    The VJP rules return cotangents of the output's shape; this sums them back to each input's.
-    ``jvp_x``, ``jvp_y``: the forward-mode rules ``jvp(t, ans, x, y)`` (tangents broadcast to the output).
+    ``rule_x(g, ans, x, y)``, ``rule_y``: each input's elementwise derivative times ``g``.  As VJP rules
+    they return cotangents of the output's shape, which this sums back to each input's.  An elementwise
+    op's Jacobian is diagonal, so the same rules, given an input's tangent ``t`` for ``g``, are its JVP
+    rules (forward mode; the tangent broadcasts to the output).
     """
     op = defvjp(primitive(forward, name, broadcasts=True), _unbroadcasting(rule_x, 0), _unbroadcasting(rule_y, 1))
-    defjvp(op, jvp_x, jvp_y)
+    defjvp(op, rule_x, rule_y)
     return _public(lambda x, y: _binary(op, x, y), op, doc)
 
 
@@ -83,43 +85,36 @@ def _unbroadcasting(rule, i: int):
     return unbroadcast
 
 
-def unary(name: str, forward, rule, doc: str, jvp=None):
+def unary(name: str, forward, rule, doc: str):
     """Declare an elementwise op of one input; returns its public function (the Op as ``.op``).
 
-    ``rule(g, ans, x)`` is its VJP, ``jvp(t, ans, x)`` its forward-mode rule."""
-    op = defjvp(defvjp(primitive(forward, name), rule), jvp)
+    ``rule(g, ans, x)`` is ``g`` times the elementwise derivative: the VJP rule, and (the Jacobian
+    being diagonal) the JVP rule too, given a tangent for ``g``."""
+    op = defjvp(defvjp(primitive(forward, name), rule), rule)
     return _public(lambda x: _unary(op, x), op, doc)
 
 
 # ----------------------------------------------------------------------------- arithmetic
-# Each op: its NumPy forward, its VJP rule per input (reverse mode: g -> cotangent of the input),
-# then its JVP rule per input (forward mode: the input's tangent t -> its part of the output's).
-add = binary("add", np.add, lambda g, ans, x, y: g, lambda g, ans, x, y: g, "x + y with NumPy broadcasting.",
-             lambda t, ans, x, y: t, lambda t, ans, x, y: t)
-sub = binary("sub", np.subtract, lambda g, ans, x, y: g, lambda g, ans, x, y: -g, "x - y with NumPy broadcasting.",
-             lambda t, ans, x, y: t, lambda t, ans, x, y: -t)
+# Each op: its NumPy forward and, per input, g times its elementwise derivative: the VJP rule
+# (reverse mode) and, with the input's tangent for g, the JVP rule (forward mode).
+add = binary("add", np.add, lambda g, ans, x, y: g, lambda g, ans, x, y: g, "x + y with NumPy broadcasting.")
+sub = binary("sub", np.subtract, lambda g, ans, x, y: g, lambda g, ans, x, y: -g, "x - y with NumPy broadcasting.")
 mul = binary("mul", np.multiply, lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x,
-             "x * y with NumPy broadcasting.", lambda t, ans, x, y: t * y, lambda t, ans, x, y: t * x)
+             "x * y with NumPy broadcasting.")
 div = binary("div", np.true_divide, lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y,
-             "x / y with NumPy broadcasting (true division).", lambda t, ans, x, y: t / y,
-             lambda t, ans, x, y: -t * ans / y)
+             "x / y with NumPy broadcasting (true division).")
 pow = binary("pow", np.power,  # noqa: A001 - the field's name for it
              lambda g, ans, x, y: g * y * x ** _exponent_less_one(x, y), lambda g, ans, x, y: g * ans * _safe_log(x),
-             "x ** y with NumPy broadcasting; d/dy uses log(x), taken as 0 where x <= 0.",
-             lambda t, ans, x, y: t * y * x ** _exponent_less_one(x, y), lambda t, ans, x, y: t * ans * _safe_log(x))
+             "x ** y with NumPy broadcasting; d/dy uses log(x), taken as 0 where x <= 0.")
 maximum = binary("maximum", np.maximum,
                  lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.less)),
                  lambda g, ans, x, y: g * _const(K.tie_weights(y._data, x._data, np.less)),
-                 "Elementwise maximum with broadcasting; ties split the gradient equally (a NaN gets all of it).",
-                 lambda t, ans, x, y: t * _const(K.tie_weights(x._data, y._data, np.less)),
-                 lambda t, ans, x, y: t * _const(K.tie_weights(y._data, x._data, np.less)))
+                 "Elementwise maximum with broadcasting; ties split the gradient equally (a NaN gets all of it).")
 minimum = binary("minimum", np.minimum,
                  lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.greater)),
                  lambda g, ans, x, y: g * _const(K.tie_weights(y._data, x._data, np.greater)),
-                 "Elementwise minimum with broadcasting; ties split the gradient equally (a NaN gets all of it).",
-                 lambda t, ans, x, y: t * _const(K.tie_weights(x._data, y._data, np.greater)),
-                 lambda t, ans, x, y: t * _const(K.tie_weights(y._data, x._data, np.greater)))
-neg = unary("neg", np.negative, lambda g, ans, x: -g, "-x.", lambda t, ans, x: -t)
+                 "Elementwise minimum with broadcasting; ties split the gradient equally (a NaN gets all of it).")
+neg = unary("neg", np.negative, lambda g, ans, x: -g, "-x.")
 
 
 def _exponent_less_one(x: Tensor, y: Tensor):
@@ -135,44 +130,36 @@ def _safe_log(x: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- elementwise
-exp = unary("exp", np.exp, lambda g, ans, x: g * ans, "Elementwise e**x.", lambda t, ans, x: t * ans)
+exp = unary("exp", np.exp, lambda g, ans, x: g * ans, "Elementwise e**x.")
 log = unary("log", np.log, lambda g, ans, x: g / x,
-            "Elementwise natural logarithm (log(0) = -inf, negative -> NaN, as NumPy).", lambda t, ans, x: t / x)
-sqrt = unary("sqrt", np.sqrt, lambda g, ans, x: g / (ans * 2), "Elementwise square root.",
-             lambda t, ans, x: t / (ans * 2))
+            "Elementwise natural logarithm (log(0) = -inf, negative -> NaN, as NumPy).")
+sqrt = unary("sqrt", np.sqrt, lambda g, ans, x: g / (ans * 2), "Elementwise square root.")
 abs = unary("abs", np.abs, lambda g, ans, x: g * sign(x),  # noqa: A001
-            "Elementwise |x|; its derivative at 0 and at NaN is taken as 0 (as PyTorch).", lambda t, ans, x: t * sign(x))
-tanh = unary("tanh", np.tanh, lambda g, ans, x: tanh_backward(g, ans), "Elementwise hyperbolic tangent.",
-             lambda t, ans, x: tanh_backward(t, ans))
+            "Elementwise |x|; its derivative at 0 and at NaN is taken as 0 (as PyTorch).")
+tanh = unary("tanh", np.tanh, lambda g, ans, x: tanh_backward(g, ans), "Elementwise hyperbolic tangent.")
 sigmoid = unary("sigmoid", K.sigmoid, lambda g, ans, x: sigmoid_backward(g, ans),
-                "Elementwise logistic function 1 / (1 + e**-x), computed without overflow for any finite x.",
-                lambda t, ans, x: sigmoid_backward(t, ans))
+                "Elementwise logistic function 1 / (1 + e**-x), computed without overflow for any finite x.")
 relu = unary("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: relu_backward(g, x),
-             "Elementwise max(x, 0); derivative 0 at 0, and the gradient passes at NaN (as PyTorch).",
-             lambda t, ans, x: relu_backward(t, x))
+             "Elementwise max(x, 0); derivative 0 at 0, and the gradient passes at NaN (as PyTorch).")
 # Masks computed from an input's values are ops too, not constants made inside a rule: then the
 # backward pass is all on the tape, and minigrad.compile can write it out (PyTorch's threshold_backward).
 relu_backward = binary("relu_backward", lambda g, x: np.where(x <= 0, 0, g).astype(g.dtype, copy=False),
                        lambda gg, ans, g, x: relu_backward(gg, x), lambda gg, ans, g, x: _const(np.zeros_like(x._data)),
-                       "The VJP of relu as one op: g where x > 0 (or NaN), else 0.",
-                       lambda t, ans, g, x: relu_backward(t, x), lambda t, ans, g, x: _const(np.zeros_like(ans._data)))
+                       "The VJP of relu as one op: g where x > 0 (or NaN), else 0.")
 sign = unary("sign", K.sign, lambda g, ans, x: _const(np.zeros_like(x._data)),
-             "Elementwise sign, 0 at 0 and at NaN (the derivative of |x|); its own derivative is 0.",
-             lambda t, ans, x: _const(np.zeros_like(ans._data)))
+             "Elementwise sign, 0 at 0 and at NaN (the derivative of |x|); its own derivative is 0.")
 # The VJPs of tanh and sigmoid as one fused op each (as PyTorch's tanh_backward): one NumPy
 # pass instead of three tape ops per VJP, and still differentiable, by their own rules.
 tanh_backward = binary("tanh_backward", K.tanh_backward,
                        lambda gg, ans, g, y: tanh_backward(gg, y), lambda gg, ans, g, y: gg * g * y * -2,
-                       "The VJP of tanh written as one op: g * (1 - y**2) where y = tanh(x).",
-                       lambda t, ans, g, y: tanh_backward(t, y), lambda t, ans, g, y: t * g * y * -2)
+                       "The VJP of tanh written as one op: g * (1 - y**2) where y = tanh(x).")
 sigmoid_backward = binary("sigmoid_backward", K.sigmoid_backward,
                           lambda gg, ans, g, y: sigmoid_backward(gg, y), lambda gg, ans, g, y: gg * g * (1 - y * 2),
-                          "The VJP of sigmoid written as one op: g * y * (1 - y) where y = sigmoid(x).",
-                          lambda t, ans, g, y: sigmoid_backward(t, y), lambda t, ans, g, y: t * g * (1 - y * 2))
+                          "The VJP of sigmoid written as one op: g * y * (1 - y) where y = sigmoid(x).")
 
 CLIP = defvjp(primitive(lambda x, min, max: np.clip(x, min, max), "clip"),  # noqa: A002
               lambda g, ans, x, min, max: where(K.inside(x._data, min, max), g, 0))  # noqa: A002
-defjvp(CLIP, lambda t, ans, x, min, max: where(K.inside(x._data, min, max), t, 0))  # noqa: A002
+defjvp(CLIP, *CLIP.rules)  # elementwise: the VJP rule is the JVP rule
 WHERE = defvjp(primitive(lambda x, y, condition: np.where(condition, x, y), "where", broadcasts=True),
                lambda g, ans, x, y, condition: sum_to(where(condition, g, 0), x._data.shape),
                lambda g, ans, x, y, condition: sum_to(where(condition, 0, g), y._data.shape))
