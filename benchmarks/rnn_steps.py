@@ -87,14 +87,15 @@ def torch_rnn(data):
 # --- minigrad ---------------------------------------------------------------
 
 
-def minigrad_rnn(data, compile=True):  # noqa: A002
-    """``minigrad_rnn.LSTM`` / ``GRU`` on minigrad tensors: compiled steps, or every op eagerly."""
+def minigrad_rnn(data, compile=True, checkpoint_every=None):  # noqa: A002
+    """``minigrad_rnn.LSTM`` / ``GRU`` on minigrad tensors: compiled steps, or every op eagerly;
+    with ``checkpoint_every=k``, gradient checkpointing every k steps."""
     mg = require("minigrad")
     layers = require("minigrad_rnn")
     cls_name = data["kind"].upper()
     x, g_out = data["x"], data["g_out"]
     rnn = getattr(layers, cls_name)(x.shape[2], data["H"], dtype=data["dtype"], rng=np.random.default_rng(0),
-                                    compile=compile)
+                                    compile=compile, checkpoint_every=checkpoint_every)
     # Parameter names may carry a layer suffix or prefix ("weight_ih_l0").
     names = {name: next(p for p in PARAM_NAMES if p in name) for name, _ in rnn.named_parameters()}
     rnn.load_state_dict({name: data["params"][ours] for name, ours in names.items()})

@@ -37,8 +37,9 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
 from benchmarks import custom_cells, op_chain, rnn_steps  # noqa: E402
 from benchmarks.rnn_steps import Unavailable  # noqa: E402
 
-SECTIONS = ("ops", "lstm", "gru", "cells", "matmul", "scaling")
+SECTIONS = ("ops", "lstm", "gru", "cells", "checkpoint", "matmul", "scaling")
 CELL_CASES = [(32, 50, 128), (1, 100, 32)]  # (B, T, I = H), float32
+CHECKPOINT_CASE, CHECKPOINT_EVERY = (16, 5000, 128), 70  # (B, T, I = H), float32: issue 13's case
 RNN_CASES = [(32, 50, 128), (64, 100, 512), (16, 200, 64), (1, 100, 32)]  # (B, T, I = H)
 QUICK_RNN_CASES = [(32, 50, 128), (16, 200, 64), (1, 100, 32)]
 SCALING = {"T": (25, 50, 100, 200), "H": (32, 64, 128, 256, 512)}  # around B=32, T=50, H=128
@@ -281,6 +282,41 @@ def run_cells(settings):
     return rows
 
 
+def run_checkpoint(settings):
+    """A long-sequence LSTM step plainly and with ``checkpoint_every``: time and peak memory, interleaved."""
+    B, T, H = CHECKPOINT_CASE
+    libraries = {"minigrad": rnn_steps.minigrad_rnn,
+                 f"minigrad checkpoint_every={CHECKPOINT_EVERY}":
+                     lambda data: rnn_steps.minigrad_rnn(data, checkpoint_every=CHECKPOINT_EVERY)}
+    rows = [{"section": "checkpoint", "case": f"B={B} T={T} I=H={H}", "dtype": "float32", "library": library,
+             "unit": "s", "flops": step_flops("lstm", B, T, H, H)} for library in libraries if settings.wants(library)]
+    fns = _time_steps(rows, [libraries[row["library"]] for row in rows],
+                      rnn_steps.make_data("lstm", B, T, H, H, np.float32), settings)
+    for row in rows:
+        if row["library"] in fns:
+            row["peak_mem_bytes"], row["mem_method"] = peak_memory(fns[row["library"]][0], "minigrad")
+            log(f"  checkpoint {row['library']}: {row['median']:.2f} s, {row['peak_mem_bytes'] / MB:.0f} MB")
+    return rows
+
+
+def _checkpoint_markdown(rows):
+    """Each row's time and peak memory, and both against the plain run's."""
+    plain = next((r for r in rows if r["library"] == "minigrad" and r.get("status") == "ok"), None)
+    lines = ["| case | library | s (median) | min-max | x plain time | peak MB | plain / peak | grad check | note |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['case']} | {r['library']} |" + " |" * 6 + f" {r.get('status', '')} |")
+            continue
+        ratios = ([f"{r['median'] / plain['median']:.2f}", f"{r['peak_mem_bytes'] / MB:.0f}",
+                   f"{plain['peak_mem_bytes'] / r['peak_mem_bytes']:.1f}"] if plain else
+                  ["-", f"{r['peak_mem_bytes'] / MB:.0f}", "-"])
+        check = _grad_check(r) if "max_rel_grad_err" in r else "ref"
+        lines.append("| " + " | ".join([r["case"], r["library"], f"{r['median']:.2f}", _spread(r, 1, ".2f")] + ratios
+                                       + [check, _status(r)]) + " |")
+    return "\n".join(lines)
+
+
 def _cells_markdown(rows):
     """Times, against torch's Module loop and, per matmul FLOP, against the built-in LSTM compiled."""
     ok = {(r["case"], r["cell"], r["library"]): r for r in rows if r.get("status") == "ok"}
@@ -443,6 +479,8 @@ def markdown(section, rows):
         return "\n".join(lines)
     if section == "cells":
         return _cells_markdown(rows)
+    if section == "checkpoint":
+        return _checkpoint_markdown(rows)
     if section == "matmul":
         lines = ["| matmul | dtype | library | GFLOP/s (median) | best | ms |", "|---|---|---|---:|---:|---:|"]
         for r in rows:
@@ -573,6 +611,7 @@ def main(argv=None):
         "lstm": lambda s: run_rnn("lstm", s),
         "gru": lambda s: run_rnn("gru", s),
         "cells": run_cells,
+        "checkpoint": run_checkpoint,
         "matmul": run_matmul,
         "scaling": run_scaling,
     }

@@ -33,7 +33,8 @@ import numpy as np
 
 from minigrad import Tensor, functional as F, ops
 from minigrad.autograd import TraceError
-from minigrad.checkpointing import checkpoint
+from minigrad.autograd import no_grad
+from minigrad.checkpointing import _generators, checkpoint
 from minigrad.compiler import scan
 from minigrad.nn import Module, ModuleList, Parameter
 from minigrad.tensor import _rng
@@ -101,20 +102,31 @@ def _run(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool
     return outputs, state, states
 
 
-def _sequence(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool,  # noqa: A002
-              checkpoint_every: int | None = None):
-    """The time loop, compiled (:func:`minigrad.scan`) or eager; returns (out (T, B, ...), final state, step states).
+def _project(cell, x: Tensor) -> Tensor:
+    return cell.project(x) if hasattr(cell, "project") else x
 
-    With ``checkpoint_every=k`` the loop runs in segments of k steps, each under
+
+def _sequence(cell, x: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool,  # noqa: A002
+              checkpoint_every: int | None = None):
+    """The cell over ``x`` (T, B, I): its input projection, then the time loop; returns
+    (out (T, B, ...), final state, step states).
+
+    With ``checkpoint_every=k`` the sequence runs in segments of k steps, each under
     :func:`minigrad.checkpoint`: only the state between segments is kept, and backward recomputes
     one segment at a time (memory O(T/k + k) instead of O(T); Chen et al. 2016, Gruslys et al. 2016).
+    """
+    if checkpoint_every and not keep_states and x.shape[0] > checkpoint_every:
+        return (*_checkpointed(cell, x, state, masks, reverse, compile, checkpoint_every), None)
+    return _time_loop(cell, _project(cell, x), state, masks, reverse, keep_states, compile)
+
+
+def _time_loop(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool):  # noqa: A002
+    """The time loop over the projected input, compiled (:func:`minigrad.scan`) or eager.
 
     Per-step states (``return_states``) come from the eager loop: a compiled loop has no tensor per step
     to hook.  A step that cannot be traced (it reads values, or a VJP rule computes a constant from
     them) runs eagerly, with one warning saying why.
     """
-    if checkpoint_every and not keep_states and projected.shape[0] > checkpoint_every:
-        return (*_checkpointed(cell, projected, state, masks, reverse, compile, checkpoint_every), None)
     if compile and not keep_states:
         try:
             final, out = scan(lambda carry, x_t: _carry_first(cell.step(x_t, carry)), state, projected,
@@ -122,25 +134,66 @@ def _sequence(cell, projected: Tensor, state, masks, reverse: bool, keep_states:
             return out, final, None
         except TraceError as error:
             warnings.warn(f"{type(cell).__name__}: running eagerly, the step cannot be compiled: {error}",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)
     outputs, final, states = _run(cell, projected, state, masks, reverse, keep_states)
     return _stack_outputs(outputs), final, states
 
 
-def _checkpointed(cell, projected, state, masks, reverse, compile, k):  # noqa: A002
-    T = projected.shape[0]
+def _generator_states(generators) -> list:
+    return [g.bit_generator.state for g in generators]
+
+
+def _set_generator_states(generators, states) -> None:
+    for g, state in zip(generators, states):
+        g.bit_generator.state = state
+
+
+def _draws_depend_on_length(cell, x: Tensor, generators) -> bool:
+    """Whether ``cell.project`` draws differently for 1 and 2 steps (a mask per step, not per sequence)."""
+    if not generators or not hasattr(cell, "project"):
+        return False
+    start, after = _generator_states(generators), []
+    with no_grad():
+        for steps in (1, 2):
+            cell.project(x[:steps])
+            after.append(_generator_states(generators))
+            _set_generator_states(generators, start)
+    return after[0] != after[1]
+
+
+def _checkpointed(cell, x, state, masks, reverse, compile, k):  # noqa: A002
+    """Segments of k steps, each checkpointed with its own slice of the input projection.
+
+    Each segment projects its own slice of ``x``, so that nothing T-long is kept but ``x`` and the
+    output.  The cell's generators are rewound before each segment's ``project`` and resumed after
+    it: every segment draws the dropout masks that one ``project`` over the whole sequence draws
+    (one per sequence), and ``step`` draws on from where it was.  A cell whose ``project`` draws per
+    step has its whole sequence projected once instead (O(T) memory, the same values).
+    """
+    generators = _generators(cell)
+    T = x.shape[0]
     starts = list(range(0, T, k))
+    per_segment = not _draws_depend_on_length(cell, x, generators)
+    source = x if per_segment else _project(cell, x)
+    start = _generator_states(generators)
+    order = list(reversed(range(len(starts)))) if reverse else list(range(len(starts)))
     outs = [None] * len(starts)
-    for n in reversed(range(len(starts))) if reverse else range(len(starts)):
+    for n in order:
         a, b = starts[n], min(starts[n] + k, T)
 
-        def segment(x, *leaves, a=a, b=b):
-            out, final, _ = _sequence(cell, x, tree_unflatten(state_like, list(leaves)), None if masks is None
-                                      else masks[a:b], reverse, False, compile)
+        def segment(part, *leaves, a=a, b=b, first=n == order[0]):
+            if per_segment:
+                resume = None if first else _generator_states(generators)
+                _set_generator_states(generators, start)
+                part = _project(cell, part)
+                if resume is not None:
+                    _set_generator_states(generators, resume)
+            out, final, _ = _time_loop(cell, part, tree_unflatten(state_like, list(leaves)),
+                                       None if masks is None else masks[a:b], reverse, False, compile)
             return out, final
 
         state_like = state  # its nesting (the same for every segment)
-        outs[n], state = checkpoint(segment, projected[a:b], *tree_leaves(state))
+        outs[n], state = checkpoint(segment, source[a:b], *tree_leaves(state), generators=generators)
     return ops.concatenate(outs, axis=0), state
 
 
@@ -193,8 +246,7 @@ def run_cell(cell, x, state=None, lengths=None, reverse: bool = False, return_st
     masks = _step_masks(lengths, T, B)
     if state is None:
         state = cell.initial_state(B)
-    out, final, states = _sequence(cell, cell.project(x) if hasattr(cell, "project") else x,
-                                   state, masks, reverse, return_states, compile, checkpoint_every)
+    out, final, states = _sequence(cell, x, state, masks, reverse, return_states, compile, checkpoint_every)
     return (out, final, states) if return_states else (out, final)
 
 
@@ -366,8 +418,7 @@ class Recurrent(Module):
             for direction in range(D):
                 k = layer * D + direction
                 cell = cells[k]
-                projected = cell.project(x) if hasattr(cell, "project") else x
-                out, final, steps = _sequence(cell, projected, states[k], masks, direction == 1, return_states,
+                out, final, steps = _sequence(cell, x, states[k], masks, direction == 1, return_states,
                                               self.compile, self.checkpoint_every)
                 outs.append(out)
                 finals.append(final)

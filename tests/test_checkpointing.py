@@ -82,3 +82,54 @@ def test_checkpoint_every_gives_the_same_gradients(compile):  # noqa: A002
         results.append([out.data, h.data, c.data, x.grad.data] + [p.grad.data for p in lstm.parameters()])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+class PerStepDropoutCell(mg.nn.Module):
+    """A user's cell whose project draws a mask per step (its draws depend on T) and whose step draws too."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden_size = 3
+        self.linear = mg.nn.Linear(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
+        self.rng = np.random.default_rng(5)
+
+    def project(self, x):
+        return F.dropout(self.linear(x), 0.3, self.training, self.rng)
+
+    def step(self, x_t, h):
+        h = mg.tanh(x_t + F.dropout(h, 0.2, self.training, self.rng))
+        return h, h
+
+    def initial_state(self, batch_size):
+        return mg.Tensor(np.zeros((batch_size, 3)))
+
+
+def _cell_run(make_cell, every, compile, training=True):  # noqa: A002
+    from minigrad_rnn import run_cell
+
+    cell = make_cell().train(training)
+    x = mg.Tensor(np.random.default_rng(2).standard_normal((11, 3, 2)), requires_grad=True)
+    out, final = run_cell(cell, x, lengths=[11, 6, 3], reverse=True, compile=compile, checkpoint_every=every)
+    ((out * out).sum() + tree_sum(final)).backward()
+    return [out.data, x.grad.data] + [p.grad.data for p in cell.parameters()]
+
+
+def tree_sum(state):
+    return sum(t.sum() for t in (state if isinstance(state, tuple) else (state,)))
+
+
+def _lstm_cell_with_dropout():
+    from minigrad_rnn import LSTMCell
+
+    return LSTMCell(2, 3, dtype=np.float64, rng=np.random.default_rng(0), input_dropout=0.3, recurrent_dropout=0.4)
+
+
+# A step that draws cannot be compiled (its trace draws, then it runs eagerly): that cell runs eagerly only.
+@pytest.mark.parametrize("make_cell, compile", [(_lstm_cell_with_dropout, True), (_lstm_cell_with_dropout, False),
+                                                (PerStepDropoutCell, False)],
+                         ids=["lstm-cell-dropout-compiled", "lstm-cell-dropout-eager", "per-step-dropout-eager"])
+def test_checkpoint_every_draws_the_plain_runs_dropout_masks(make_cell, compile):  # noqa: A002
+    plain, checkpointed = _cell_run(make_cell, None, compile), _cell_run(make_cell, 4, compile)
+    for a, b in zip(plain, checkpointed):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert not np.allclose(plain[0], _cell_run(make_cell, None, compile, training=False)[0])  # dropout is on

@@ -69,4 +69,6 @@ def test_two_layer_bidirectional_layer_with_lengths(cls):
     h0 = tensor(4, 2, 2, seed=1)
     state = (h0, tensor(4, 2, 2, seed=2)) if cls is LSTM else h0
     fn, params = as_function(layer, state, lengths=[3, 2])
-    assert gradcheck(fn, [tensor(3, 2, 2, seed=3), *tree_leaves(state), *params])
+    # the cells are checked element by element above; the layer's wiring (directions, lengths, layers) shows in
+    # any direction, so one random direction per input (fast mode) checks it
+    assert gradcheck(fn, [tensor(3, 2, 2, seed=3), *tree_leaves(state), *params], fast_mode=True)

@@ -19,12 +19,32 @@ from minigrad.nn.utils import functional_call
 
 from . import gradcheck, gradgradcheck
 
-__all__ = ["check_cell", "padded_batches", "cell_sizes"]
+__all__ = ["check_cell", "padded_batches", "cell_sizes", "layer_configs", "nested_states"]
 
 
 def cell_sizes(max_input=4, max_hidden=5):
     """(input_size, hidden_size) pairs of small sizes."""
     return st.tuples(st.integers(1, max_input), st.integers(1, max_hidden))
+
+
+def layer_configs(max_layers=2):
+    """Keyword arguments of a layer (``RNN``, ``LSTM``, ``GRU``, ``Recurrent``): ``num_layers`` in
+    [1, max_layers], ``bidirectional`` and ``batch_first``."""
+    return st.fixed_dictionaries({"num_layers": st.integers(1, max_layers), "bidirectional": st.booleans(),
+                                  "batch_first": st.booleans()})
+
+
+def nested_states(batch_size: int, hidden_size: int, dtype=np.float64, max_leaves=4):
+    """A recurrent state as the driver takes one: a (batch_size, hidden_size) Tensor, or tuples,
+    lists and dicts of states, nested (at most ``max_leaves`` Tensors; values in [-1, 1])."""
+    def leaf(seed):
+        return mg.Tensor(np.random.default_rng(seed).uniform(-1, 1, (batch_size, hidden_size)).astype(dtype))
+
+    return st.recursive(
+        st.builds(leaf, st.integers(0, 2**32 - 1)),
+        lambda children: st.one_of(st.tuples(children, children), st.lists(children, min_size=1, max_size=3),
+                                   st.dictionaries(st.sampled_from(["h", "c", "memory"]), children, min_size=1)),
+        max_leaves=max_leaves)
 
 
 @st.composite
@@ -52,14 +72,15 @@ def _close(a, b, what, tol):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol, err_msg=f"check_cell: {what}")
 
 
-def check_cell(make_cell, T=5, lengths=(5, 3, 1), seed=0, tol=1e-10):
+def check_cell(make_cell, T=5, lengths=(5, 3, 1), seed=0, tol=1e-10, fast_mode=False):
     """Run the property checks on the cell ``make_cell(rng)`` builds (float64, small sizes advised).
 
     1. A padded batch run with ``lengths`` equals each sequence run alone: outputs up to its
        length (zeros past it), final states, and the gradients of the input and every parameter.
     2. The same for ``reverse=True``: each sequence starts at its own last element.
     3. ``gradcheck`` and ``gradgradcheck`` pass with respect to the input and every parameter,
-       through :func:`minigrad.nn.utils.functional_call`.
+       through :func:`minigrad.nn.utils.functional_call` (``fast_mode=True``: one random
+       direction per input, PyTorch's fast mode, instead of every element).
     4. Compiled equals eager (outputs, states, gradients).
     5. ``state_dict`` round-trips through ``minigrad.save``/``load`` into a fresh cell.
     6. If torch is installed and the cell is a built-in with a torch counterpart
@@ -108,8 +129,8 @@ def check_cell(make_cell, T=5, lengths=(5, 3, 1), seed=0, tol=1e-10):
         out, state = _run_functional(cell, dict(zip(names, values)), x)
         return (out, *state)
 
-    gradcheck(through, [small, *params])
-    gradgradcheck(through, [small, *params])
+    gradcheck(through, [small, *params], fast_mode=fast_mode)
+    gradgradcheck(through, [small, *params], fast_mode=fast_mode)
 
     results = []
     for compile in (True, False):  # noqa: A001
