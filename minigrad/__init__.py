@@ -10,7 +10,8 @@ Layout: ``ops`` (the op table: every primitive's NumPy forward beside its VJP ru
 ``autograd`` (the tape, per-thread grad modes, reverse mode and ``grad``), ``tensor`` (the
 Tensor and creation helpers), ``functional`` (``linear`` and losses built from ops), ``nn``,
 ``compiler`` (``compile`` and ``scan``: a traced step run as generated NumPy), ``func`` (torch.func's
-transforms: grad, vjp, jvp by forward mode, Jacobians, Hessians), ``optim``, ``serialization``, ``memory`` (keeping freed memory between training steps), and
+transforms: grad, vjp, jvp by forward mode, Jacobians, Hessians), ``optim``, ``serialization``, ``memory`` (keeping freed memory between training steps), ``graph``
+(``to_dot``/``draw``: pictures of the tape), and
 ``testing`` (gradcheck and Hypothesis strategies; imported on demand).
 """
 from . import extend, ops  # noqa: F401  (ops binds the operators and methods onto Tensor)
@@ -28,5 +29,7 @@ from .serialization import load, save  # noqa: E402
 from .compiler import compile, scan  # noqa: E402, A004
 from . import func  # noqa: E402
 from .checkpointing import checkpoint  # noqa: E402
+from . import graph  # noqa: E402
+from .graph import draw, to_dot  # noqa: E402
 
 __version__ = "0.1.0"

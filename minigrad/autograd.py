@@ -271,6 +271,11 @@ class TapeLine:
         self.entry, self._names = entry, names
 
     @property
+    def names(self) -> dict:
+        """The tape's name of every tensor it reads or makes (``x0``, ``c0``, ``%k``), shared by its lines."""
+        return self._names
+
+    @property
     def saved_bytes(self) -> int:
         owners = {id(_owner(x._data)): _owner(x._data).nbytes for x in self.inputs}
         run = (self.entry.params or {}).get("run")

@@ -673,7 +673,8 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
             # in GX (T, ...): only the left factors are kept, and no copy of the right ones.
             b.append(f"        lefts[{j}].append({r[0]})")
             if r[1] in x_cotangents:
-                b.append(f"        rights[{j}] = {x_cotangents[r[1]]}")
+                k = x_cotangents[r[1]]
+                b.append(f"        rights[{j}] = {k}  # the right factors are GX{k}, already stacked")
             else:
                 b.append(f"        rights[{j}].append({r[1]})")
         elif r != "None":

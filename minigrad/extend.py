@@ -268,7 +268,8 @@ def defvjp(op: Op, *rules) -> Op:
     Raises:
         TypeError: ``op`` is not an Op, or a rule is neither callable nor None.
         ValueError: more rules than the forward takes positional arguments (names the op).
-        In backward, a rule's wrong result is an error naming the op, the input and the shapes.
+            In backward, a rule's result of the wrong shape is a ValueError, and one that is not a
+            Tensor a TypeError, naming the op, the input and the shapes.
     """
     _check_rules("defvjp", op, rules)
     op.rules = rules
@@ -301,7 +302,8 @@ def defjvp(op: Op, *rules) -> Op:
     Raises:
         TypeError: ``op`` is not an Op, or a rule is neither callable nor None.
         ValueError: more rules than the forward takes positional arguments (names the op).
-        In forward mode, a rule's wrong result is an error naming the op, the input and the shapes.
+            In forward mode, a rule's result of the wrong shape is a ValueError, and one of the
+            wrong type or dtype a TypeError, naming the op, the input and the shapes.
     """
     _check_rules("defjvp", op, rules)
     op.jvp_rules = rules

@@ -42,8 +42,9 @@ class Tensor:
         dtype: NumPy dtype; by default NumPy's choice (Python floats give float64).
 
     Attributes:
-        data (np.ndarray): the values. ``grad`` (Tensor or None): the accumulated
-        gradient of a leaf after ``backward()``; ``np.asarray(t.grad)`` gives the array.
+        data (np.ndarray): the values.
+        grad (Tensor or None): the accumulated gradient of a leaf after ``backward()``;
+            ``np.asarray(t.grad)`` gives the array.
 
     dtypes follow NumPy: float32 stays float32 through every op and its gradient,
     Python scalars do not upcast.  Only floating-point tensors can require grad.
