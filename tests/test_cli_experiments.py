@@ -81,7 +81,7 @@ def test_gradient_norms_are_those_of_the_hidden_states():
                                "lr": 0.01, "optimizer": "adam", "clip": 0.0, "seed": 0, "test_size": 1,
                                "dtype": "float64"})
     x, y = run.task.batch(np.random.default_rng(0), 3, np.float64)
-    norms = experiments.hidden_state_gradients(run.model, run.task, x, y)
+    norms = experiments.hidden_state_gradients(run.model, run.task, x, y)["h"]
     assert norms.shape == (6,)
     out = run.model(x)
     residual = 2 * (out.data[-1] - y) / y.size  # dMSE/dy
@@ -97,13 +97,18 @@ def test_gradflow_command(capsys, tmp_path):
     stdout, err = capsys.readouterr()
     assert code == 0, err
     rows = list(csv.DictReader((out / "gradflow.csv").open(newline="")))
-    assert len(rows) == 2 * 2 * 31  # cells x (initialization, trained) x (T + 1)
-    norms = {(r["cell"], r["phase"]): [] for r in rows}
+    assert len(rows) == (2 + 2 * 2) * 31  # (initialization, trained) x (T + 1), the LSTM's for h and c
+    norms = {(r["cell"], r["phase"], r["state"]): [] for r in rows}
     for r in rows:
-        norms[r["cell"], r["phase"]].append(float(r["grad_norm"]))
-    rnn = norms["rnn", "initialization"]
+        norms[r["cell"], r["phase"], r["state"]].append(float(r["grad_norm"]))
+    rnn = norms["rnn", "initialization", "h"]
     assert rnn[0] < 1e-3 * rnn[-1]  # the tanh RNN's gradient vanishes over 30 steps
-    assert "|dL/dh_0| / |dL/dh_T|" in stdout
+    assert ("lstm", "trained", "c") in norms and ("rnn", "trained", "c") not in norms
+    assert "|dL/dh_0| / |dL/dh_T|" in stdout and "|dL/dc_0| / |dL/dc_T|" in stdout
+    assert "RNN trained 3 steps" in stdout and "not solved within 3 steps" in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["lstm"]["training"]["steps"] == 3 and not results["lstm"]["training"]["solved"]
+    assert results["rnn"]["ratios"]["h initialization"] == pytest.approx(rnn[0] / rnn[-1], rel=1e-4)
     assert "gradflow.png" not in stdout or (out / "gradflow.png").exists()
 
 

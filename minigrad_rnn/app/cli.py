@@ -2,6 +2,7 @@
 
     minigrad-rnn train [--data FILE] [--cell lstm] [--minutes 2] ...   train a character language model
     minigrad-rnn sample --checkpoint DIR [--prime TEXT] ...             stream text from one
+    minigrad-rnn inspect --checkpoint DIR --text FILE                   units that track quotes, brackets, ...
     minigrad-rnn tag train|eval|predict ...                             part-of-speech tagging
     minigrad-rnn experiment adding|copy [--cell lstm] [--seq-len T]     long-range memory tasks
     minigrad-rnn gradflow [--task adding] [--seq-len 200]               |dL/dh_t| against t, per cell
@@ -12,7 +13,7 @@ stderr and a non-zero exit status, never a traceback; checkpoints are written
 atomically, so an earlier one is never damaged.
 
 This file is the parser and the entry point; each task module (``charlm``, ``tagger``,
-``experiments``) registers its own subcommands, and ``runs`` holds what their runs share.
+``experiments``, ``inspection``) registers its own subcommands, and ``runs`` holds what their runs share.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from threadpoolctl import threadpool_limits
 import minigrad as mg
 from minigrad.serialization import CheckpointError
 
-from . import charlm, experiments, tagger
+from . import charlm, experiments, inspection, tagger
 from .errors import CommandError, DataError, UsageError
 from .options import Parser
 from .runs import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, PROG
@@ -36,7 +37,7 @@ def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Recurrent networks on minigrad: char-rnn, tagging, memory tasks.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {mg.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for task in (charlm, tagger, experiments):
+    for task in (charlm, inspection, tagger, experiments):
         task.add_commands(commands)
     return parser
 

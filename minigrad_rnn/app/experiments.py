@@ -9,8 +9,11 @@
   for T + 10 steps, then the 10 symbols.  Guessing blanks and then uniformly
   among the 8 symbols gives cross-entropy 10 log 8 / (T + 20).
 * Gradient flow: the norm of dL/dh_t against t, for the hidden states the
-  layer actually fed forward (kept with ``retain_grad``), shows the plain
-  RNN's vanishing gradients (Bengio et al. 1994) that the LSTM and GRU avoid.
+  layer actually fed forward (kept with ``retain_grad``), before and after
+  training each cell until it solves the task, shows the plain RNN's vanishing
+  gradients (Bengio et al. 1994) that the LSTM and GRU avoid; the LSTM's
+  dL/dc_t shows how: its cell state carries the gradient back (Hochreiter &
+  Schmidhuber 1997's constant error carousel).
 
 The ``minigrad-rnn experiment`` and ``gradflow`` subcommands at the end of this file drive these.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +48,12 @@ EXPERIMENT_DEFAULTS = {
     "dtype": "float32", "forget_bias": 1.0,
 }
 
-# float64: at T = 200 a vanishing gradient underflows float32 to exactly zero
-GRADFLOW_DEFAULTS = {"task": "adding", "seq_len": 200, "hidden_size": 64, "batch_size": 50, "lr": 3e-3,
-                     "steps": 1000, "seed": 0, "dtype": "float64", "forget_bias": 1.0}
+# float64: a vanishing gradient underflows float32 to exactly zero.  Each cell trains until it solves the
+# task (test loss below `solved_below` x the baseline) or its `minutes` end: the LSTM solves the adding
+# problem at T = 100 in about a minute here, the tanh RNN never does, so the default run takes about 5.
+GRADFLOW_DEFAULTS = {"task": "adding", "seq_len": 100, "hidden_size": 64, "batch_size": 50, "lr": 3e-3,
+                     "steps": None, "minutes": 2.0, "eval_every": 100, "solved_below": 0.05, "test_size": 500,
+                     "seed": 0, "dtype": "float64", "forget_bias": 1.0}
 
 COPY_SYMBOLS, COPY_LENGTH = 8, 10  # categories 1..8 to remember, 10 of them
 BLANK, DELIMITER = 0, 9
@@ -188,40 +195,55 @@ class TaskRun:
         return total / count
 
 
-def hidden_state_gradients(model: SequenceModel, task, x, y) -> np.ndarray:
-    """|dL/dh_t| for t = 0 (the initial state) .. T, for one batch.
+def hidden_state_gradients(model: SequenceModel, task, x, y) -> dict:
+    """``{"h": |dL/dh_t|}`` for t = 0 (the initial state) .. T, for one batch; an LSTM also gives
+    ``"c"``: |dL/dc_t|, the cotangent of its cell state (the "constant error carousel").
 
-    The layer returns the states its recurrence produced (``return_states``);
-    ``retain_grad`` on them keeps the total derivative of the loss with
-    respect to each h_t, through the read-out and through the later steps.
+    The layer returns the states its recurrence produced (``return_states``); ``retain_grad`` on
+    them keeps the total derivative of the loss with respect to each state, through the read-out
+    and through the later steps.
     """
     rnn, B = model.rnn, x.shape[1]
-    h0 = mg.Tensor(np.zeros((1, B, rnn.hidden_size), dtype=x.dtype), requires_grad=True)
     lstm = isinstance(rnn, CELLS["lstm"])
-    out, _, (states,) = rnn(x, (h0, mg.zeros_like(h0)) if lstm else h0, return_states=True)
-    hs = [state[0] if lstm else state for state in states]
-    for h in hs:
-        h.retain_grad()
+    h0 = mg.Tensor(np.zeros((1, B, rnn.hidden_size), dtype=x.dtype), requires_grad=True)
+    c0 = mg.Tensor(np.zeros((1, B, rnn.hidden_size), dtype=x.dtype), requires_grad=True)
+    out, _, (states,) = rnn(x, (h0, c0) if lstm else h0, return_states=True)
+    series = {"h": [h0, *(state[0] if lstm else state for state in states)]}
+    if lstm:
+        series["c"] = [c0, *(state[1] for state in states)]
+    for tensors in series.values():
+        for t in tensors:
+            t.retain_grad()
     task.loss(model.head(out), y).backward()
-    return np.array([np.linalg.norm(np.asarray(h.grad)) if h.grad is not None else 0.0 for h in [h0, *hs]])
+    return {name: np.array([np.linalg.norm(np.asarray(t.grad)) if t.grad is not None else 0.0 for t in tensors])
+            for name, tensors in series.items()}
 
 
 def gradient_flow(config: dict, should_stop=lambda: False) -> dict:
-    """|dL/dh_t| against t for ``config["cell"]`` at initialization and after ``config["steps"]`` updates.
+    """State gradients of ``config["cell"]`` at initialization and after training on ``config["task"]``.
 
-    Returns {"initialization": norms, "trained": norms} (arrays of T + 1 values; "trained" is
-    missing if ``should_stop()`` became true while training).
+    Training runs until the test loss is below ``solved_below`` x the task's baseline, or the budget
+    (``steps``, ``minutes``) ends, or ``should_stop()``.  Returns ``{"initialization": norms,
+    "trained": norms, "training": {steps, seconds, test_loss, baseline, solved}}``, each ``norms`` as
+    :func:`hidden_state_gradients` gives them ("trained" is missing if ``should_stop()`` ended it).
     """
-    run = TaskRun({**config, "optimizer": "adam", "clip": 1.0, "test_size": 1})
+    run = TaskRun({**config, "optimizer": "adam", "clip": 1.0})
     x, y = run.task.batch(np.random.default_rng([config["seed"], 2]), 100, run.dtype)
-    norms = {"initialization": hidden_state_gradients(run.model, run.task, x, y)}
-    while run.step < config["steps"]:
+    result = {"initialization": hidden_state_gradients(run.model, run.task, x, y)}
+    budget, started, test = Budget(config["steps"], config["minutes"]), time.monotonic(), run.test_loss()
+    solved = test < config["solved_below"] * run.task.baseline
+    while not solved and not budget.done(run.step):
         if should_stop():
-            return norms
+            return result
         run.train_step()
+        if run.step % config["eval_every"] == 0 or budget.done(run.step):
+            test = run.test_loss()
+            solved = test < config["solved_below"] * run.task.baseline
     run.model.zero_grad()
-    norms["trained"] = hidden_state_gradients(run.model, run.task, x, y)
-    return norms
+    result["trained"] = hidden_state_gradients(run.model, run.task, x, y)
+    result["training"] = {"steps": run.step, "seconds": round(time.monotonic() - started, 1), "test_loss": test,
+                          "baseline": run.task.baseline, "solved": bool(solved)}
+    return result
 
 # --------------------------------------------------------------------------- the subcommands
 def cmd_experiment(args) -> int:
@@ -277,34 +299,51 @@ def _check_seq_len(task: str, seq_len: int):
 
 
 def cmd_gradflow(args) -> int:
-    """|dL/dh_t| against t for RNN, LSTM and GRU, at initialization and after some training."""
+    """|dL/dh_t| (and the LSTM's |dL/dc_t|) against t for each cell, at initialization and after training
+    until it solves the task or its budget ends."""
     config, _ = resolve_config(args, GRADFLOW_DEFAULTS)
     config["cells"] = args.cells or ["rnn", "lstm", "gru"]
     _check_seq_len(config["task"], config["seq_len"])
     out = prepare_out_dir(Path(args.out or f"runs/gradflow-{config['task']}-T{config['seq_len']}"), fresh=False)
     write_json(out / "config.json", config)
-    rows, series = [], {}
+    task = TASKS[config["task"]](config["seq_len"])
+    budget = " or ".join(b for b in (config["steps"] is not None and f"{config['steps']} steps",
+                                     config["minutes"] and f"{config['minutes']:g} minutes") if b)
+    say(f"gradient of the loss with respect to each state, {task.name} task, T = {config['seq_len']}; each cell "
+        f"trains until its test {task.metric} is below {config['solved_below']:g} x the baseline "
+        f"{task.baseline:.4f}, or for {budget}")
+    rows, series, results = [], {}, {}
     colors = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
-    say(f"gradient of the loss with respect to each hidden state h_t, {config['task']} task, T = {config['seq_len']}")
     with StopOnInterrupt() as stop:
         for cell in config["cells"]:
-            norms = gradient_flow(dict(config, cell=cell), should_stop=lambda: stop.requested)
-            for phase, values in norms.items():
-                rows += [(cell, phase, t, v) for t, v in enumerate(values)]
-                style = {"color": colors[cell], "linestyle": "--" if phase == "initialization" else "-"}
-                series[f"{cell} ({phase})"] = (np.arange(len(values)), np.where(values > 0, values, np.nan), style)
-                ratio = values[0] / values[-1] if values[-1] > 0 else float("nan")
-                say(f"{cell.upper():>4} {phase:<13} |dL/dh_0| / |dL/dh_T| = {ratio:.3g} "
-                    f"(|dL/dh_0| = {values[0]:.3g}, |dL/dh_T| = {values[-1]:.3g})")
+            flow = gradient_flow(dict(config, cell=cell), should_stop=lambda: stop.requested)
+            results[cell] = {"training": flow.get("training"), "ratios": {}}
+            if flow.get("training"):
+                t = flow["training"]
+                verdict = "solved" if t["solved"] else f"not solved within {budget}"
+                say(f"{cell.upper():>4} trained {t['steps']:,} steps ({duration(t['seconds'])}): {verdict}, test "
+                    f"{task.metric} {t['test_loss']:.4f} = {t['test_loss'] / task.baseline:.3f} x the baseline")
+            for phase in ("initialization", "trained"):
+                for state, values in flow.get(phase, {}).items():
+                    rows += [(cell, phase, state, t, v) for t, v in enumerate(values)]
+                    ratio = values[0] / values[-1] if values[-1] > 0 else float("nan")
+                    results[cell]["ratios"][f"{state} {phase}"] = ratio
+                    style = {"color": colors[cell], "linewidth": 1 if phase == "initialization" else 2,
+                             "linestyle": ":" if state == "c" else "--" if phase == "initialization" else "-"}
+                    series[f"{cell} |dL/d{state}_t| ({phase})"] = (
+                        np.arange(len(values)), np.where(values > 0, values, np.nan), style)
+                    say(f"{cell.upper():>4} {phase:<14} |dL/d{state}_0| / |dL/d{state}_T| = {ratio:.3g} "
+                        f"(|dL/d{state}_0| = {values[0]:.3g}, |dL/d{state}_T| = {values[-1]:.3g})")
             if stop.requested:
                 break
     with (out / "gradflow.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["cell", "phase", "t", "grad_norm"])
-        writer.writerows((c, p, t, f"{v:.6g}") for c, p, t, v in rows)
-    plotted = plot_curves(out / "gradflow.png", series, "time step t", "|dL/dh_t|",
-                          f"gradient flow, {config['task']} task, T = {config['seq_len']}", log_y=True)
-    say(f"wrote {out / 'gradflow.csv'}" + (f" and {out / 'gradflow.png'}" if plotted else ""))
+        writer.writerow(["cell", "phase", "state", "t", "grad_norm"])
+        writer.writerows((c, p, s, t, f"{v:.6g}") for c, p, s, t, v in rows)
+    write_json(out / "results.json", results)
+    plotted = plot_curves(out / "gradflow.png", series, "time step t", "gradient norm",
+                          f"gradient flow, {task.name} task, T = {config['seq_len']}", log_y=True)
+    say(f"wrote {out / 'gradflow.csv'}, {out / 'results.json'}" + (f" and {out / 'gradflow.png'}" if plotted else ""))
     return EXIT_INTERRUPTED if stop.requested else 0
 
 
@@ -324,12 +363,13 @@ def add_commands(commands) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/TASK-CELL-TT)")
     p.set_defaults(handler=cmd_experiment)
 
-    p = commands.add_parser("gradflow", help="|dL/dh_t| against t for RNN, LSTM and GRU")
+    p = commands.add_parser("gradflow", help="|dL/dh_t| (and the LSTM's |dL/dc_t|) against t, before and after training")
     p.add_argument("--task", choices=sorted(TASKS), help="default adding")
     p.add_argument("--cells", type=cell_list, help="comma-separated cells (default rnn,lstm,gru)")
     add_common_options(p, cell=False, dtype="float64")
-    p.add_argument("--seq-len", type=size, help="T (default 200)")
-    p.add_argument("--steps", type=nonnegative_int, help="training steps before the second measurement (default 1000)")
+    p.add_argument("--seq-len", type=size, help="T (default 100)")
+    p.add_argument("--steps", type=nonnegative_int, help="at most this many training steps per cell")
+    p.add_argument("--minutes", type=positive_float, help="at most this much training per cell (default 2)")
     p.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (default 1, as Keras)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/gradflow-TASK-TT)")
     p.set_defaults(handler=cmd_gradflow)
