@@ -448,13 +448,16 @@ def _add_term(cotangents: dict, x, g, create_graph: bool):
         cotangents[x] = _Cotangent(x, total, g, create_graph)
 
 
-def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs=None):
+def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs=None, stop_at_inputs: bool = False):
     """The reverse-mode sweep from ``outputs``, seeded with the cotangents ``seeds``.
 
     With ``inputs=None`` gradients are accumulated into the ``.grad`` of leaves
     (``Tensor.backward``); otherwise the cotangents reaching ``inputs`` are
     returned in a list (:func:`grad`), ``None`` where none arrived, and only the
-    part of the graph that leads to them is walked.
+    part of the graph that leads to them is walked.  An input computed from another
+    passes its cotangent on to it (total derivatives, as PyTorch), unless
+    ``stop_at_inputs``: then the inputs are taken as independent (partial derivatives:
+    what a compiled program or a checkpoint, whose inputs these are, must return).
     """
     order = _topological_order(outputs)
     requested = None if inputs is None else {}
@@ -485,6 +488,8 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
             if requested is not None and t in requested:
                 for k in requested[t]:
                     results[k] = g
+                if stop_at_inputs:
+                    continue
             elif entry is None:
                 if inputs is None:
                     _accumulate_leaf_grad(t, g, create_graph)

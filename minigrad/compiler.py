@@ -534,7 +534,7 @@ def _trace_backward(outputs, wrt, captured):
         for t in constants:
             t._requires_grad = True
         grads = autograd.backward_pass([outputs[k] for k in live], [seeds[k] for k in live], retain_graph=True,
-                                       create_graph=True, inputs=wrt)
+                                       create_graph=True, inputs=wrt, stop_at_inputs=True)
     finally:
         for t in constants:
             t._requires_grad = False

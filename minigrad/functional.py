@@ -1,4 +1,4 @@
-"""``linear``, losses and activations built from minigrad ops (no VJP rules of their own).
+"""``linear``, losses and activations built from minigrad ops (and one op without a derivative: the shift).
 
 All are numerically stable: the log-sum-exp trick keeps logits of magnitude
 1e4 finite in value and gradient, with no NumPy warnings.
@@ -11,19 +11,34 @@ import numpy as np
 
 from . import ops
 from ._checks import check_probability
+from .extend import defjvp, defvjp, primitive
 from .tensor import Tensor, _rng, as_operand
 
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def _finite_max(x: np.ndarray, axes) -> np.ndarray:
+    m = np.max(x, axis=axes, keepdims=True, initial=-np.inf)
+    return np.where(np.isfinite(m), m, 0)  # an all -inf row stays -inf, not NaN
+
+
+# The shift cancels out of a softmax, so it is an op whose derivative is taken as zero: recorded (a
+# compiled step computes it afresh), but nothing flows back through it.  A plain backward skips it
+# (lazy_vjp); a recorded one (create_graph, a compiled step's backward) adds a broadcast zero.
+def _zero(g, ans, x, axes):
+    return ops.broadcast_to(ans * 0, x.shape)
+
+
+_MAX_SHIFT = defjvp(defvjp(primitive(_finite_max, "max_shift"), _zero), lambda t, ans, x, axes: ans * 0)
+_MAX_SHIFT.lazy_vjp = lambda total, i, g, ans, x, axes: True
+
+
 def _max_shift(x, axis, where: str):
-    """``x`` as a tensor and its max over ``axis`` as a constant: exp(x - max) is <= 1, never overflows."""
+    """``x`` as a tensor and its max over ``axis``, not differentiated: exp(x - max) is <= 1, never overflows."""
     x = as_operand(x, op=where)
     if x.dtype.kind != "f":  # integer logits: compute in float64, as np.exp would
         x = ops.astype(x, np.float64)
-    axes = ops._normalize_axis(axis, x.ndim, where)
-    m = np.max(x.data, axis=axes, keepdims=True, initial=-np.inf)
-    return x, np.where(np.isfinite(m), m, 0)  # an all -inf row stays -inf, not NaN
+    return x, _MAX_SHIFT(x, axes=ops._normalize_axis(axis, x.ndim, where))
 
 
 def _log_sum_exp(shifted: Tensor, axis) -> Tensor:

@@ -133,3 +133,20 @@ def test_checkpoint_every_draws_the_plain_runs_dropout_masks(make_cell, compile)
     for a, b in zip(plain, checkpointed):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     assert not np.allclose(plain[0], _cell_run(make_cell, None, compile, training=False)[0])  # dropout is on
+
+
+def test_a_tensor_read_beside_one_computed_from_it_is_not_counted_twice():
+    # fn reads W and W.T, both made outside it: W's gradient through W.T reaches W once, via the outer graph
+    grads = []
+    for use_checkpoint in (True, False):
+        W = mg.Tensor(np.array([[1.0, 2.0], [3.0, 4.0]]), requires_grad=True)
+        W_t = W.T
+        x = mg.Tensor(np.array([1.0, -1.0]), requires_grad=True)
+
+        def fn(x):
+            return mg.tanh(x @ W) + mg.tanh(x @ W_t)
+
+        (mg.checkpoint(fn, x) if use_checkpoint else fn(x)).sum().backward()
+        grads.append((W.grad.data, x.grad.data))
+    np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-14)
+    np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-14)

@@ -433,3 +433,22 @@ def test_the_tape_counts_a_compiled_loops_residuals():
     scan_line = next(line for line in mg.tape(out.sum()) if line.op == "scan")
     inputs = sum(x.data.nbytes for x in scan_line.inputs)
     assert scan_line.saved_bytes > inputs + 10 * 2 * 16 * 8  # at least each step's gate activations
+
+
+def test_a_step_reading_a_tensor_and_one_computed_from_it_counts_each_once():
+    # the step reads the keys and their projection made outside it (attention's memory): the keys'
+    # gradient through the projection reaches them once, via the outer graph, not also inside the program
+    results = []
+    for compile in (True, False):  # noqa: A001
+        W = mg.Tensor(np.random.default_rng(0).standard_normal((3, 2)), requires_grad=True)
+        keys = mg.Tensor(np.random.default_rng(1).standard_normal((2, 3)), requires_grad=True)
+        projected = keys @ W
+
+        def step(h, x_t):
+            h = ops.tanh(h @ projected + x_t + ops.sum(keys, axis=0)[:2])
+            return h, h
+
+        final, ys = mg.scan(step, mg.Tensor(np.zeros((1, 2))), mg.Tensor(np.ones((4, 1, 2))), compile=compile)
+        (ys.sum() + final.sum()).backward()
+        results.append([ys.data, keys.grad.data, W.grad.data])
+    assert_same(*results, np.float64)
