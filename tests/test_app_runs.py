@@ -117,6 +117,11 @@ def charlm_checkpoint(tmp_path_factory):
     (lambda c: c["model"].update({"embed.weight": np.full((3, 4), np.nan, np.float32)}),
      "weight 'embed.weight' holds NaN or Inf"),
     (lambda c: c.update(step=-1), "its step is -1; expected an integer >= 0"),
+    (lambda c: c.update(elapsed=-5.0), "its elapsed time is -5.0; expected a number >= 0"),
+    (lambda c: c.update(best={"step": 1}), "its best is {'step': 1}; expected {'step': ..., 'val_loss': ...}"),
+    (lambda c: c.update(best={"step": 1, "val_loss": float("inf")}),
+     "its best validation loss is inf; expected a positive number"),
+    (lambda c: c.update(best={"step": 99, "val_loss": 2.0}), "its best step 99 is after its step 2"),
 ])
 def test_no_field_of_a_checkpoint_is_trusted(charlm_checkpoint, damage, message, tmp_path, capsys):
     import copy

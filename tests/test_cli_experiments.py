@@ -128,3 +128,41 @@ def test_forget_bias_sets_only_the_lstm_forget_gates():
     assert np.all(np.abs(b[:3]) < 2 / np.sqrt(3)) and np.all(b[:3] != 1.0)  # other gates keep PyTorch's init
     rnn = experiments.SequenceModel("rnn", 2, 3, 1, rng=np.random.default_rng(0), forget_bias=1.0)
     assert np.all(np.abs(rnn.rnn.bias_ih_l0.data) <= 1 / np.sqrt(3))
+
+
+def test_translate_command_writes_curves_alignments_and_results(capsys, tmp_path):
+    out = tmp_path / "tr"
+    code = main(["experiment", "translate", "--max-len", "4", "--steps", "20", "--eval-every", "10",
+                 "--hidden-size", "8", "--attention", "additive,none", "--beam-width", "2", "--out", str(out)])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"additive", "none"}
+    for result in results.values():
+        assert result["steps"] == 20 and set(result["by_length"]) == {"1", "2", "3", "4"}
+        assert result["exact_match"] == pytest.approx(np.mean(list(result["by_length"].values())))
+    rows = list(csv.DictReader((out / "metrics.csv").open(newline="")))
+    assert [(r["attention"], r["step"]) for r in rows] == [("additive", "10"), ("additive", "20"),
+                                                            ("none", "10"), ("none", "20")]
+    assert "additive:" in stdout and "exact match after 20 steps" in stdout
+    assert (out / "alignment-additive.png").exists() and not (out / "alignment-none.png").exists()
+    assert (out / "accuracy.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-len", "500"], "--max-len must be in [1, 200]; got 500"),
+    (["--cell", "gru"], "--cell applies to the adding and copy tasks only, not to translate"),
+])
+def test_translate_bad_options_are_one_line(capsys, tmp_path, args, message):
+    assert main(["experiment", "translate", *args, "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_translate_only_options_are_refused_elsewhere(capsys):
+    assert main(["experiment", "adding", "--beam-width", "3"]) == 1
+    assert "--beam-width applies to the translate task only, not to adding" in capsys.readouterr().err
+    assert main(["experiment", "translate", "--beam-width", "0"]) == 2
+    assert "argument --beam-width" in capsys.readouterr().err
+    assert main(["experiment", "translate", "--attention", "additive,cosine"]) == 2
+    assert "expected a comma-separated list of additive, general, none" in capsys.readouterr().err

@@ -202,3 +202,23 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(text_file, tmp_path):
                            "--steps", str(step + 2)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert mg.load(out / "checkpoint.safetensors")["step"] == step + 2
+
+
+def test_the_best_validation_is_kept_and_survives_a_resume(capsys, text_file, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--data", text_file, *TINY, "--lr", "0.05", "--steps", "30",
+                            "--eval-every", "10", "--out", out)
+    assert code == 0, err
+    code, stdout, err = run(capsys, "train", "--resume", out, "--steps", "60")
+    assert code == 0, err
+    rows = [r for r in read_metrics(out) if r["val_loss"]]
+    best_row = min(rows, key=lambda r: float(r["val_loss"]))
+    best = mg.load(out / "best.safetensors")
+    assert best["step"] == int(best_row["step"]) == best["best"]["step"]
+    assert best["best"]["val_loss"] == pytest.approx(float(best_row["val_loss"]), rel=1e-5)
+    results = json.loads((out / "results.json").read_text())
+    assert results["best_step"] == best["step"] and results["best_val_loss"] == pytest.approx(best["best"]["val_loss"])
+    assert results["step"] == 60
+    assert mg.load(out / "checkpoint.safetensors")["best"] == best["best"]  # the last checkpoint knows it too
+    code, sampled, err = run(capsys, "sample", "--checkpoint", out / "best.safetensors", "--length", "20", "--seed", "1")
+    assert code == 0 and len(sampled) > 20, err

@@ -262,6 +262,21 @@ def check_checkpoint(checkpoint, where: str) -> dict:
     check_weights(checkpoint["model"], where, config["dtype"])
     if not FIELDS["nonnegative_int"][0](checkpoint["step"]):
         raise DataError(f"{where} is damaged: its step is {checkpoint['step']!r}; expected an integer >= 0")
+    fields = {"elapsed time": (checkpoint.get("elapsed", 0.0), "nonnegative")}
+    best = checkpoint.get("best", {"step": None, "val_loss": None})  # absent in checkpoints before it was kept
+    if not isinstance(best, dict) or set(best) != {"step", "val_loss"} or (best["step"] is None) != (
+            best["val_loss"] is None):
+        raise DataError(f"{where} is damaged: its best is {best!r}; expected {{'step': ..., 'val_loss': ...}}")
+    if best["step"] is not None:
+        fields.update({"best step": (best["step"], "nonnegative_int"), "best validation loss": (best["val_loss"],
+                                                                                               "positive")})
+    for what, (value, kind) in fields.items():
+        valid, expected = FIELDS[kind]
+        if not valid(value):
+            raise DataError(f"{where} is damaged: its {what} is {value!r}; expected {expected}")
+    if best["step"] is not None and best["step"] > checkpoint["step"]:
+        raise DataError(f"{where} is damaged: its best step {best['step']} is after its step {checkpoint['step']}")
+    checkpoint["best"] = best
     return checkpoint
 
 
@@ -315,9 +330,11 @@ def cmd_train(args) -> int:
                         step=trainer.step, elapsed=0.0 if checkpoint is None else float(checkpoint["elapsed"]),
                         total=config["steps"], parameters=trainer.model.parameters())
     last_valid = float("nan")
+    # the best validation so far, kept in best.safetensors (char-rnn keeps its best checkpoints too)
+    best = {"step": None, "val_loss": None} if checkpoint is None else dict(checkpoint["best"])
 
     def report(final: bool):
-        """Validate (unless interrupted), log a row and save a checkpoint."""
+        """Validate (unless interrupted), log a row, save a checkpoint (and the best one if it is)."""
         nonlocal last_valid
         validate = not (final and loop.interrupted)
         if validate:
@@ -325,7 +342,10 @@ def cmd_train(args) -> int:
         train_loss, rate = loop.window_loss(), loop.window_rate(trainer.chars_per_step)
         metrics.append(step=trainer.step, train_loss=train_loss, val_loss=last_valid if validate else None,
                        chars_per_sec=rate, elapsed_sec=loop.elapsed)
-        mg.save({**trainer.state_dict(), "elapsed": loop.elapsed}, out / "checkpoint.safetensors")
+        if validate and (best["val_loss"] is None or last_valid < best["val_loss"]):
+            best.update(step=trainer.step, val_loss=last_valid)
+            mg.save({**trainer.state_dict(), "elapsed": loop.elapsed, "best": best}, out / "best.safetensors")
+        mg.save({**trainer.state_dict(), "elapsed": loop.elapsed, "best": best}, out / "checkpoint.safetensors")
         line = [f"step {trainer.step:>6}"]
         if train_loss is not None:
             line.append(f"train {train_loss:.4f}")
@@ -357,13 +377,22 @@ def cmd_train(args) -> int:
     test = trainer.evaluate("test")
     say(f"finished at step {trainer.step} after {duration(loop.elapsed)} of training "
         f"({duration(time.monotonic() - started)} in this session, validation included)")
-    say(f"validation loss: {last_valid:.4f} nats/char ({bits(last_valid):.3f} bits/char)")
-    say(f"test loss:       {test:.4f} nats/char ({bits(test):.3f} bits/char)")
-    write_json(out / "results.json", {"step": trainer.step, "train_seconds": round(loop.elapsed, 1),
-                                      "val_loss": last_valid, "val_bpc": bits(last_valid),
-                                      "test_loss": test, "test_bpc": bits(test)})
+    say(f"validation loss: {last_valid:.4f} nats/char ({bits(last_valid):.3f} bits/char) at the end")
+    say(f"test loss:       {test:.4f} nats/char ({bits(test):.3f} bits/char) at the end")
+    results = {"step": trainer.step, "train_seconds": round(loop.elapsed, 1), "val_loss": last_valid,
+               "val_bpc": bits(last_valid), "test_loss": test, "test_bpc": bits(test)}
+    if best["step"] is not None and best["step"] != trainer.step:  # the best came earlier: test it too
+        best_checkpoint, _ = load_checkpoint(out / "best.safetensors", check_checkpoint)
+        trainer.model.load_state_dict(best_checkpoint["model"])
+        results.update(best_step=best["step"], best_val_loss=best["val_loss"], best_test_loss=trainer.evaluate("test"))
+        say(f"best:            validation {best['val_loss']:.4f} at step {best['step']}, test "
+            f"{results['best_test_loss']:.4f} nats/char (best.safetensors; the sample below is from it)")
+    else:
+        results.update(best_step=trainer.step, best_val_loss=last_valid, best_test_loss=test)
+        say("the last validation is the best (best.safetensors holds it too)")
+    write_json(out / "results.json", results)
     say(f"sample:\n{trainer.sample(config['sample_length'] * 2)}")
-    say(f"files in {out}: config.json, checkpoint.safetensors, metrics.csv, results.json"
+    say(f"files in {out}: config.json, checkpoint.safetensors, best.safetensors, metrics.csv, results.json"
         + (", loss.png" if plotted else " (pip install matplotlib for loss.png)"))
     return 0
 
@@ -445,7 +474,8 @@ def add_commands(commands) -> None:
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("sample", help="generate text from a trained model")
-    p.add_argument("--checkpoint", metavar="DIR", required=True, help="a train output folder (or checkpoint.safetensors)")
+    p.add_argument("--checkpoint", metavar="DIR", required=True,
+                   help="a train output folder (its last checkpoint), or a checkpoint file such as DIR/best.safetensors")
     p.add_argument("--prime", metavar="TEXT", help="text to start from (default a newline)")
     p.add_argument("--length", type=nonnegative_int, default=500, help="characters to generate (default 500)")
     p.add_argument("--temperature", type=positive_float, default=1.0, help="below 1: safer, above 1: wilder")

@@ -31,6 +31,7 @@ from minigrad import nn
 from minigrad.functional import cross_entropy, mse_loss
 from minigrad.nn.utils import clip_grad_norm_
 
+from . import translate
 from .errors import CommandError
 from .options import (
     CELLS, OPTIMIZERS, add_common_options, cell_list, finite_float, make_optimizer, nonnegative_float, nonnegative_int,
@@ -246,8 +247,21 @@ def gradient_flow(config: dict, should_stop=lambda: False) -> dict:
     return result
 
 # --------------------------------------------------------------------------- the subcommands
+# options of one kind of experiment only: given to the other, they are a mistake worth saying
+_MEMORY_ONLY = ("cell", "seq_len", "optimizer", "clip", "test_size", "forget_bias")
+_TRANSLATE_ONLY = ("max_len", "attention", "beam_width", "embedding_size")
+
+
 def cmd_experiment(args) -> int:
-    """Train one cell on the adding or copy task and compare its test loss with the baseline."""
+    """Train one cell on the adding or copy task and compare its test loss with the baseline
+    (the translate task: :func:`translate.cmd_translate`)."""
+    wrong = _MEMORY_ONLY if args.task == "translate" else _TRANSLATE_ONLY
+    given = [name for name in wrong if getattr(args, name, None) is not None]
+    if given:
+        other = "adding and copy tasks" if args.task == "translate" else "translate task"
+        raise CommandError(f"--{given[0].replace('_', '-')} applies to the {other} only, not to {args.task}")
+    if args.task == "translate":
+        return translate.cmd_translate(args)
     config, _ = resolve_config(args, EXPERIMENT_DEFAULTS)
     config["task"] = args.task
     _check_seq_len(args.task, config["seq_len"])
@@ -349,8 +363,8 @@ def cmd_gradflow(args) -> int:
 
 def add_commands(commands) -> None:
     """Register ``experiment`` and ``gradflow`` on the command's subparsers."""
-    p = commands.add_parser("experiment", help="the adding or copy-memory task")
-    p.add_argument("task", choices=sorted(TASKS))
+    p = commands.add_parser("experiment", help="the adding or copy-memory task, or translate (attention)")
+    p.add_argument("task", choices=sorted(TASKS) + ["translate"])
     add_common_options(p)
     p.add_argument("--seq-len", type=size, help="T: the distance to remember (default 100)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adam")
@@ -360,7 +374,12 @@ def add_commands(commands) -> None:
     p.add_argument("--eval-every", type=positive_int, help="test every N steps (default 100)")
     p.add_argument("--test-size", type=size, help="test sequences (default 1000)")
     p.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (default 1, as Keras)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default runs/TASK-CELL-TT)")
+    p.add_argument("--max-len", type=size, help="translate: the longest digit string (default 30)")
+    p.add_argument("--attention", type=translate.attention_list,
+                   help="translate: the models to train, e.g. additive,none (default); also general")
+    p.add_argument("--beam-width", type=positive_int, help="translate: beam search for the final test (default 1: greedy)")
+    p.add_argument("--embedding-size", type=size, help="translate: token embedding size (default 32)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/TASK-CELL-TT, runs/translate-LN)")
     p.set_defaults(handler=cmd_experiment)
 
     p = commands.add_parser("gradflow", help="|dL/dh_t| (and the LSTM's |dL/dc_t|) against t, before and after training")

@@ -1,0 +1,206 @@
+"""A translation task where attention visibly matters: writing a digit string backwards.
+
+The source is a string of 1 to ``max_len`` random digits, the target the same digits in reverse
+order (Sutskever, Vinyals & Le 2014 reversed their sources for the same reason: the first output
+depends on the last input).  The task is synthetic and deterministic, generated on the fly, and
+its difficulty grows with the length: an encoder-decoder that squeezes the source into one fixed
+vector (Cho et al. 2014) loses accuracy on long strings, one with attention (Bahdanau et al. 2015)
+looks up each digit it needs, and its alignment matrix is the anti-diagonal.
+
+``minigrad-rnn experiment translate`` trains the model with and without attention and reports
+exact-match accuracy on a held-out set against the input length (Bahdanau et al.'s Figure 2) and
+the alignments of a few examples (their Figure 3).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+import minigrad as mg
+from minigrad.functional import cross_entropy
+from minigrad.nn.utils import clip_grad_norm_
+
+from ..seq2seq import Seq2Seq
+from .errors import CommandError
+from .options import make_optimizer
+from .runs import (
+    EXIT_INTERRUPTED, Budget, MetricsFile, StopOnInterrupt, duration, plot_curves, prepare_out_dir, resolve_config,
+    say, write_json,
+)
+
+DIGITS, PAD, BOS, EOS = 10, 10, 11, 12
+VOCAB = DIGITS + 3
+TRANSLATE_DEFAULTS = {"max_len": 30, "hidden_size": 64, "embedding_size": 32, "batch_size": 64, "lr": 3e-3,
+                      "minutes": 3.0, "steps": None, "eval_every": 200, "target_accuracy": 0.995,
+                      "test_per_length": 30, "beam_width": 1, "seed": 0, "dtype": "float32",
+                      "attention": ["additive", "none"]}
+MAX_LEN = 200  # longer strings make the test set and the decoder's loop needlessly slow
+ATTENTION_KINDS = ("additive", "general", "none")  # "dot" needs the decoder as wide as the bidirectional encoder
+
+
+class ReversalTask:
+    """Batches of (source, lengths, decoder input, decoder target), all (time, batch) int ids, padded with PAD."""
+
+    def __init__(self, max_len: int):
+        if not 1 <= max_len <= MAX_LEN:
+            raise CommandError(f"--max-len must be in [1, {MAX_LEN}]; got {max_len}")
+        self.max_len = max_len
+
+    @staticmethod
+    def encode(strings: list) -> tuple:
+        """``(source (S, B), lengths (B,), target_in (S + 1, B), target_out (S + 1, B))`` for digit arrays."""
+        lengths = np.array([len(s) for s in strings])
+        S, B = int(lengths.max()), len(strings)
+        source = np.full((S, B), PAD)
+        target_in, target_out = np.full((S + 1, B), PAD), np.full((S + 1, B), PAD)
+        for b, digits in enumerate(strings):
+            n = len(digits)
+            source[:n, b] = digits
+            target_in[0, b], target_in[1:n + 1, b] = BOS, digits[::-1]
+            target_out[:n, b], target_out[n, b] = digits[::-1], EOS
+        return source, lengths, target_in, target_out
+
+    def batch(self, rng, batch_size: int) -> tuple:
+        return self.encode([rng.integers(0, DIGITS, n) for n in rng.integers(1, self.max_len + 1, batch_size)])
+
+    def test_set(self, seed: int, per_length: int) -> dict:
+        """``{length: digit strings}``, ``per_length`` of each length 1..max_len, from their own generator."""
+        rng = np.random.default_rng([seed, 1])
+        return {n: [rng.integers(0, DIGITS, n) for _ in range(per_length)] for n in range(1, self.max_len + 1)}
+
+
+def exact_match(model: Seq2Seq, strings: list, beam_width: int = 1) -> float:
+    """The fraction of ``strings`` the model writes backwards exactly (greedy, or beam search if width > 1)."""
+    source, lengths, _, _ = ReversalTask.encode(strings)
+    max_len = int(lengths.max()) + 5
+    if beam_width == 1:
+        outputs, _ = model.greedy(source, lengths, BOS, EOS, max_len)
+    else:
+        outputs = [model.beam_search(source[:n, b:b + 1], int(n), BOS, EOS, max_len, beam_width)[0]
+                   for b, n in enumerate(lengths)]
+    return float(np.mean([out == list(s[::-1]) for out, s in zip(outputs, strings)]))
+
+
+class TranslateRun:
+    """One model (attention kind, or "none") trained on the reversal task, with its held-out set."""
+
+    def __init__(self, config: dict, attention: str):
+        self.config, self.attention = config, attention
+        self.task = ReversalTask(config["max_len"])
+        self.rng = np.random.default_rng(config["seed"])
+        self.model = Seq2Seq(VOCAB, VOCAB, config["embedding_size"], config["hidden_size"],
+                             None if attention == "none" else attention, dtype=np.dtype(config["dtype"]),
+                             rng=np.random.default_rng(config["seed"]))
+        self.optimizer = make_optimizer("adam", self.model.parameters(), config["lr"])
+        self.test = self.task.test_set(config["seed"], config["test_per_length"])
+        self.step = 0
+
+    def train_step(self) -> float:
+        source, lengths, target_in, target_out = self.task.batch(self.rng, self.config["batch_size"])
+        loss = cross_entropy(self.model(source, lengths, target_in), target_out, ignore_index=PAD)
+        self.optimizer.zero_grad()
+        loss.backward()
+        clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.step += 1
+        return float(loss.item())
+
+    def accuracy(self, beam_width: int = 1) -> dict:
+        """Exact match per input length on the held-out set."""
+        return {n: exact_match(self.model, strings, beam_width) for n, strings in self.test.items()}
+
+
+def _mean(by_length: dict) -> float:
+    return float(np.mean(list(by_length.values())))
+
+
+def alignment_figure(path: Path, model: Seq2Seq, strings: list) -> bool:
+    """The attention weights of a few examples as heatmaps (Bahdanau et al.'s Figure 3); False without matplotlib."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    source, lengths, _, _ = ReversalTask.encode(strings)
+    outputs, weights = model.greedy(source, lengths, BOS, EOS, int(lengths.max()) + 5)
+    fig = Figure(figsize=(4 * len(strings), 4.2), tight_layout=True)
+    FigureCanvasAgg(fig)
+    for k, (digits, out, w) in enumerate(zip(strings, outputs, weights)):
+        ax = fig.add_subplot(1, len(strings), k + 1)
+        if w is None:  # the end token came first: nothing to align
+            ax.text(0.5, 0.5, "no output", ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.imshow(w[:, :len(digits)], cmap="gray_r", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(digits)), [str(d) for d in digits], fontsize=7)
+        ax.set_yticks(range(len(out)), [str(d) for d in out], fontsize=7)
+        ax.set(xlabel="source", ylabel="output")
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def cmd_translate(args) -> int:
+    """Train the reversal task with and without attention; accuracy against length, and alignments."""
+    config, _ = resolve_config(args, TRANSLATE_DEFAULTS)
+    if args.attention:
+        config["attention"] = args.attention
+    task = ReversalTask(config["max_len"])
+    out = prepare_out_dir(Path(args.out or f"runs/translate-L{config['max_len']}"), fresh=False)
+    write_json(out / "config.json", config)
+    budget = " or ".join(b for b in (config["steps"] is not None and f"{config['steps']} steps",
+                                     config["minutes"] and f"{config['minutes']:g} minutes") if b)
+    say(f"reversal task: digit strings of 1 to {task.max_len} digits; each model trains until "
+        f"{config['target_accuracy']:.1%} of the held-out strings come out exactly, or for {budget}; output in {out}")
+    metrics = MetricsFile(out / "metrics.csv", ["attention", "step", "train_loss", "accuracy", "elapsed_sec"])
+    results, curves = {}, {}
+    with StopOnInterrupt() as stop:
+        for attention in config["attention"]:
+            run, started = TranslateRun(config, attention), time.monotonic()
+            limit, losses, accuracy = Budget(config["steps"], config["minutes"]), [], 0.0
+            while not stop.requested and not limit.done(run.step) and accuracy < config["target_accuracy"]:
+                losses.append(run.train_step())
+                if run.step % config["eval_every"] == 0 or limit.done(run.step):
+                    accuracy = _mean(run.accuracy())
+                    metrics.append(attention=attention, step=run.step, train_loss=float(np.mean(losses)),
+                                   accuracy=accuracy, elapsed_sec=time.monotonic() - started)
+                    say(f"{attention:>9} | step {run.step:>5} | train {np.mean(losses):.4f} | held-out exact match "
+                        f"{accuracy:.2%} | {duration(time.monotonic() - started)}")
+                    losses = []
+            by_length = run.accuracy(config["beam_width"])
+            results[attention] = {"steps": run.step, "seconds": round(time.monotonic() - started, 1),
+                                  "exact_match": _mean(by_length), "by_length": by_length}
+            curves[f"attention: {attention}"] = (list(by_length), list(by_length.values()))
+            long = max(1, task.max_len - 9)
+            say(f"{attention:>9}: {_mean(by_length):.2%} exact match after {run.step} steps "
+                f"({duration(time.monotonic() - started)}); lengths 1-10: {_mean(_part(by_length, 1, 10)):.1%}, "
+                f"{long}-{task.max_len}: {_mean(_part(by_length, long, task.max_len)):.1%}")
+            if attention != "none" and alignment_figure(out / f"alignment-{attention}.png", run.model,
+                                                         [run.test[n][0] for n in _examples(task.max_len)]):
+                say(f"wrote {out / f'alignment-{attention}.png'}")
+            if stop.requested:
+                break
+    write_json(out / "results.json", results)
+    if plot_curves(out / "accuracy.png", curves, "input length (digits)", "held-out exact match",
+                   f"writing digit strings backwards ({'greedy' if config['beam_width'] == 1 else 'beam search'})"):
+        say(f"wrote {out / 'accuracy.png'}")
+    return EXIT_INTERRUPTED if stop.requested else 0
+
+
+def _part(by_length: dict, a: int, b: int) -> dict:
+    return {n: v for n, v in by_length.items() if a <= n <= b} or by_length
+
+
+def _examples(max_len: int) -> list:
+    return sorted({max(1, max_len // 3), max(1, (2 * max_len) // 3), max_len})
+
+
+def attention_list(text: str) -> list:
+    """``--attention additive,none``: a comma-separated list of kinds."""
+    import argparse
+
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    if not kinds or any(k not in ATTENTION_KINDS for k in kinds):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(ATTENTION_KINDS)}; "
+                                         f"got {text!r}")
+    return kinds
