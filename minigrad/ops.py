@@ -118,9 +118,15 @@ neg = unary("neg", np.negative, lambda g, ans, x: -g, "-x.")
 
 
 def _exponent_less_one(x: Tensor, y: Tensor):
-    """y - 1, but 1 where x == y == 0: there d(x**y)/dx = y * x**(y - 1) is 0 (as PyTorch), not 0 * inf = NaN."""
-    undefined = (y._data == 0) & (x._data == 0)
-    return where(undefined, 1, y - 1) if undefined.any() else y - 1
+    """y - 1, but 1 where x == y == 0: there d(x**y)/dx = y * x**(y - 1) is 0 (as PyTorch), not 0 * inf = NaN.
+
+    Computed by ops, with no branch on the values, so that a compiled step's backward has it too."""
+    return y - 1 + zero_to_the_zero(x, y) * (2 - y)
+
+
+zero_to_the_zero = binary("zero_to_the_zero", lambda x, y: ((x == 0) & (y == 0)).astype(np.result_type(x, y)),
+                          lambda g, ans, x, y: g * 0, lambda g, ans, x, y: g * 0,
+                          "1 where x == y == 0, else 0 (where pow's rule needs care); its derivative is taken as 0.")
 
 
 def _safe_log(x: Tensor) -> Tensor:

@@ -452,3 +452,17 @@ def test_a_step_reading_a_tensor_and_one_computed_from_it_counts_each_once():
         (ys.sum() + final.sum()).backward()
         results.append([ys.data, keys.grad.data, W.grad.data])
     assert_same(*results, np.float64)
+
+
+def test_zero_to_the_zero_is_handled_by_the_compiled_backward_too():
+    # pow's rule at x == y == 0 is 0 (as PyTorch); a program traced where no such point occurred must agree
+    grads = []
+    for compile in (True, False):  # noqa: A001
+        y = mg.Tensor(np.array([0.0, 2.0]))
+        step = (lambda h, x_t: (h, h * 0 + x_t ** y))
+        x = mg.Tensor(np.array([[1.0, 3.0], [0.0, 0.0], [2.0, -1.0]]), requires_grad=True)  # step 1: 0 ** 0
+        _, ys = mg.scan(step, mg.Tensor(np.zeros(2)), x, compile=compile)
+        ys.sum().backward()
+        grads.append(x.grad.data)
+    np.testing.assert_array_equal(grads[0], grads[1])
+    np.testing.assert_array_equal(grads[1], [[0.0, 6.0], [0.0, 0.0], [0.0, -2.0]])
