@@ -11,6 +11,7 @@ import numpy as np
 
 from . import ops
 from ._checks import check_probability
+from .autograd import MODE
 from .extend import defjvp, defvjp, primitive
 from .tensor import Tensor, _rng, as_operand
 
@@ -22,15 +23,14 @@ def _finite_max(x: np.ndarray, axes) -> np.ndarray:
     return np.where(np.isfinite(m), m, 0)  # an all -inf row stays -inf, not NaN
 
 
-# The shift cancels out of a softmax, so it is an op whose derivative is taken as zero: recorded (a
-# compiled step computes it afresh), but nothing flows back through it.  A plain backward skips it
-# (lazy_vjp); a recorded one (create_graph, a compiled step's backward) adds a broadcast zero.
+# The shift cancels out of a softmax, so its derivative is taken as zero.  Eagerly it is a constant;
+# while a step is traced it is an op (with a zero derivative), so that the compiled step computes it
+# afresh from its own values instead of repeating the traced ones.
 def _zero(g, ans, x, axes):
     return ops.broadcast_to(ans * 0, x.shape)
 
 
 _MAX_SHIFT = defjvp(defvjp(primitive(_finite_max, "max_shift"), _zero), lambda t, ans, x, axes: ans * 0)
-_MAX_SHIFT.lazy_vjp = lambda total, i, g, ans, x, axes: True
 
 
 def _max_shift(x, axis, where: str):
@@ -38,7 +38,10 @@ def _max_shift(x, axis, where: str):
     x = as_operand(x, op=where)
     if x.dtype.kind != "f":  # integer logits: compute in float64, as np.exp would
         x = ops.astype(x, np.float64)
-    return x, _MAX_SHIFT(x, axes=ops._normalize_axis(axis, x.ndim, where))
+    axes = ops._normalize_axis(axis, x.ndim, where)
+    if MODE.get().tracing:
+        return x, _MAX_SHIFT(x, axes=axes)
+    return x, _finite_max(x._data, axes)
 
 
 def _log_sum_exp(shifted: Tensor, axis) -> Tensor:

@@ -17,6 +17,7 @@ def model(attention, dtype=np.float64, seed=0):
     return Seq2Seq(VOCAB, VOCAB, 4, 5, attention, dtype=dtype, rng=np.random.default_rng(seed))
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the attentive step compiles: no fallback to eager
 @pytest.mark.parametrize("attention", ["additive", "general", None])  # "dot" needs H == 2H
 def test_the_compiled_decoder_equals_the_eager_one(attention):
     source, lengths, target_in, target_out = ReversalTask.encode(STRINGS)

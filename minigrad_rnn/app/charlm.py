@@ -39,15 +39,18 @@ from .runs import (
     resolve_config, say, text_digest, write_json,
 )
 from .vocab import Vocabulary
-# Defaults of `train` for a named --data file: tuned for 10 minutes on tinyshakespeare (2 cores).
+# Defaults of `train` for a named --data file: tuned for 10 minutes on tinyshakespeare (2 cores). Of the
+# runs tried, H=384 with dropout 0.2 reached the lowest validation loss (1.437 nats/char, against 1.471
+# for H=256 without dropout, which overfits, and 1.451 with dropout 0.15); see the README.
 TRAIN_DEFAULTS = {
-    "cell": "lstm", "hidden_size": 256, "num_layers": 1, "dropout": 0.0, "embedding_size": 64,
+    "cell": "lstm", "hidden_size": 384, "num_layers": 1, "dropout": 0.2, "embedding_size": 64,
     "seq_len": 64, "batch_size": 32, "lr": 2e-3, "optimizer": "adam", "clip": 5.0,
     "steps": None, "minutes": 10.0, "dtype": "float32", "seed": 0,
     "eval_every": 200, "sample_every": 400, "sample_length": 200,
 }
-# Without --data (the built-in corpus): a run of about two minutes.
-BUILTIN_DEFAULTS = {**TRAIN_DEFAULTS, "minutes": 2.0, "eval_every": 100, "sample_every": 200}
+# Without --data (the built-in corpus): a run of about two minutes, of a smaller model that learns faster.
+BUILTIN_DEFAULTS = {**TRAIN_DEFAULTS, "hidden_size": 256, "dropout": 0.0, "minutes": 2.0, "eval_every": 100,
+                    "sample_every": 200}
 # What a resumed run may change: only how long and how verbosely it goes on.
 RUN_OPTIONS = ("steps", "minutes", "eval_every", "sample_every", "sample_length")
 
@@ -83,7 +86,8 @@ class CharLM(nn.Module):
                  dropout: float = 0.0, embedding_size: int = 64, dtype=np.float32, rng=None):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embedding_size, dtype=dtype, rng=rng)
-        self.rnn = CELLS[cell](embedding_size, hidden_size, num_layers, dropout=dropout, dtype=dtype, rng=rng)
+        between_layers = dropout if num_layers > 1 else 0.0  # one layer: only the read-out's (no PyTorch warning)
+        self.rnn = CELLS[cell](embedding_size, hidden_size, num_layers, dropout=between_layers, dtype=dtype, rng=rng)
         self.drop = nn.Dropout(dropout, rng=rng)
         self.head = nn.Linear(hidden_size, vocab_size, dtype=dtype, rng=rng)
 
