@@ -88,7 +88,6 @@ class _Checkpoint(_Run):
         # retain_graph: the captured tensors belong to the outer graph, which backward is still walking.
         # stop_at_inputs: a captured W.T read beside W passes its cotangent to W through the outer graph,
         # so here each input gets only its own term (counting it here too would count it twice).
-        seeds = [s if isinstance(s, Tensor) else Tensor._from_array(s) for s in seeds]
         grads = iter(autograd.backward_pass([outputs[k] for k in live], [seeds[k] for k in live], retain_graph=True,
                                             create_graph=create_graph, inputs=wanted, stop_at_inputs=True)
                      if live and wanted else [])

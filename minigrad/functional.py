@@ -1,4 +1,4 @@
-"""``linear``, losses and activations built from minigrad ops (and one op without a derivative: the shift).
+"""``linear``, losses and activations built from minigrad ops (and the softmax shift, an op while tracing).
 
 All are numerically stable: the log-sum-exp trick keeps logits of magnitude
 1e4 finite in value and gradient, with no NumPy warnings.

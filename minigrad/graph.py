@@ -20,6 +20,7 @@ import numpy as np
 
 from . import autograd
 from .autograd import tape
+from .tensor import Tensor
 
 __all__ = ["to_dot", "draw", "cluster_calls"]
 
@@ -89,17 +90,16 @@ def to_dot(tensor, show_values: bool = False, clusters=None, rankdir: str = "LR"
             gradient; arrays of more than 6 elements are summarised by their range.
         clusters: ``(label, first, last)`` ranges of entry indices, e.g. from :func:`cluster_calls`:
             the ops recorded in each range (and their outputs) are drawn inside one box.
-        rankdir: Graphviz's layout direction, "LR" (left to right) or "TB".
+        rankdir: Graphviz's layout direction: "LR" (left to right), "TB" (top to bottom), "RL" or "BT".
 
     Returns:
         The DOT source, a ``digraph``: each op an ellipse named after the op, each tensor a box.
 
     Raises:
         TypeError: ``tensor`` is not a Tensor.
+        ValueError: an unknown ``rankdir``.
         RuntimeError: a backward pass without ``retain_graph=True`` freed the graph.
     """
-    from .tensor import Tensor
-
     if not isinstance(tensor, Tensor):
         raise TypeError(f"to_dot: expected a Tensor, got {type(tensor).__name__}")
     if rankdir not in ("LR", "TB", "RL", "BT"):

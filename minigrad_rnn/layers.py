@@ -32,8 +32,7 @@ import warnings
 import numpy as np
 
 from minigrad import Tensor, functional as F, ops
-from minigrad.autograd import TraceError
-from minigrad.autograd import no_grad
+from minigrad.autograd import TraceError, no_grad
 from minigrad.checkpointing import _generators, checkpoint
 from minigrad.compiler import scan
 from minigrad.nn import Module, ModuleList, Parameter
