@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-import minigrad as mg
 from minigrad.functional import cross_entropy
 from minigrad.nn.utils import clip_grad_norm_
 
