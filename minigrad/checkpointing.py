@@ -40,6 +40,17 @@ def _generators(fn) -> list:
     return list(found.values())
 
 
+def generator_states(generators) -> list:
+    """The states of NumPy generators, to restore with :func:`set_generator_states` (the same draws again)."""
+    return [g.bit_generator.state for g in generators]
+
+
+def set_generator_states(generators, states) -> None:
+    """Put each generator back into its state from :func:`generator_states`."""
+    for g, state in zip(generators, states):
+        g.bit_generator.state = state
+
+
 class _Checkpoint(_Run):
     """One checkpointed call: its inputs, the generator states it started from, its packed outputs."""
 
@@ -51,9 +62,8 @@ class _Checkpoint(_Run):
 
     def _rerun(self, args):
         """``fn(*args)`` recorded, with the generators as they were at the first call (the same dropout masks)."""
-        now = [g.bit_generator.state for g in self.generators]
-        for g, state in zip(self.generators, self.states):
-            g.bit_generator.state = state
+        now = generator_states(self.generators)
+        set_generator_states(self.generators, self.states)
         try:
             previous = MODE.get()
             MODE.set(previous.replace(grad_enabled=True))
@@ -62,8 +72,7 @@ class _Checkpoint(_Run):
             finally:
                 MODE.set(previous)
         finally:
-            for g, state in zip(self.generators, now):
-                g.bit_generator.state = state
+            set_generator_states(self.generators, now)
 
     def _backward(self, packed_cotangent: np.ndarray) -> list:
         args, standins = list(self.args), []
@@ -119,7 +128,7 @@ def checkpoint(fn, *args, generators=None):
     if not mode.grad_enabled or mode.forward or mode.tracing or mode.anomaly:
         return fn(*args)
     generators = _generators(fn) if generators is None else list(generators)
-    states = [g.bit_generator.state for g in generators]
+    states = generator_states(generators)
     positions = [k for k, a in enumerate(args) if isinstance(a, Tensor)]
     standins, first_args = {}, list(args)
     for k in positions:  # the first run's graph is only walked to find the tensors fn reads, then dropped

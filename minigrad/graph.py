@@ -27,10 +27,6 @@ __all__ = ["to_dot", "draw", "cluster_calls"]
 _FORMATS = ("svg", "png", "pdf")
 
 
-class Clusters(list):
-    """Labelled ranges of tape-entry indices, ``(label, first, last)``: the ops of one call each."""
-
-
 @contextlib.contextmanager
 def cluster_calls(obj, method: str = "step", label: str = "t={}"):
     """While the block runs, each call of ``obj.method`` groups the ops it records into one cluster.
@@ -39,10 +35,11 @@ def cluster_calls(obj, method: str = "step", label: str = "t={}"):
         obj: e.g. a recurrent cell; ``method`` is wrapped on this instance only, and restored after.
         label: the cluster's title, formatted with the call's number (0, 1, ...).
 
-    Yields a :class:`Clusters` list to pass to :func:`to_dot` / :func:`draw` as ``clusters``.  The
-    compiled driver records one entry for the whole loop, so run the cell with ``compile=False``.
+    Yields a list of ``(label, first, last)``, the range of tape-entry indices each call recorded,
+    to pass to :func:`to_dot` / :func:`draw` as ``clusters``.  The compiled driver records one
+    entry for the whole loop, so run the cell with ``compile=False``.
     """
-    clusters, inner = Clusters(), getattr(obj, method)
+    clusters, inner = [], getattr(obj, method)
 
     def wrapped(*args, **kwargs):
         first = next(autograd._ENTRY_INDEX)

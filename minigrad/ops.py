@@ -104,7 +104,7 @@ mul = binary("mul", np.multiply, lambda g, ans, x, y: g * y, lambda g, ans, x, y
 div = binary("div", np.true_divide, lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y,
              "x / y with NumPy broadcasting (true division).")
 pow = binary("pow", np.power,  # noqa: A001 - the field's name for it
-             lambda g, ans, x, y: g * y * x ** _exponent_less_one(x, y), lambda g, ans, x, y: g * ans * _safe_log(x),
+             lambda g, ans, x, y: g * y * x ** exponent_less_one(x, y), lambda g, ans, x, y: g * ans * _safe_log(x),
              "x ** y with NumPy broadcasting; d/dy uses log(x), taken as 0 where x <= 0.")
 maximum = binary("maximum", np.maximum,
                  lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.less)),
@@ -117,16 +117,12 @@ minimum = binary("minimum", np.minimum,
 neg = unary("neg", np.negative, lambda g, ans, x: -g, "-x.")
 
 
-def _exponent_less_one(x: Tensor, y: Tensor):
-    """y - 1, but 1 where x == y == 0: there d(x**y)/dx = y * x**(y - 1) is 0 (as PyTorch), not 0 * inf = NaN.
-
-    Computed by ops, with no branch on the values, so that a compiled step's backward has it too."""
-    return y - 1 + zero_to_the_zero(x, y) * (2 - y)
-
-
-zero_to_the_zero = binary("zero_to_the_zero", lambda x, y: ((x == 0) & (y == 0)).astype(np.result_type(x, y)),
-                          lambda g, ans, x, y: g * 0, lambda g, ans, x, y: g * 0,
-                          "1 where x == y == 0, else 0 (where pow's rule needs care); its derivative is taken as 0.")
+# y - 1, but 1 where x == y == 0: there d(x**y)/dx = y * x**(y - 1) is 0 (as PyTorch), not 0 * inf = NaN.
+# An op, not a branch on the values, so a compiled step's backward has it too; d/dy is 1 (0 on that point
+# of measure zero is not worth a second mask).
+exponent_less_one = binary("exponent_less_one", lambda x, y: np.where((x == 0) & (y == 0), 1, y - 1).astype(y.dtype),
+                            lambda g, ans, x, y: g * 0, lambda g, ans, x, y: g,
+                            "y - 1, but 1 where x == y == 0 (pow's rule for x).")
 
 
 def _safe_log(x: Tensor) -> Tensor:

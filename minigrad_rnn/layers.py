@@ -33,7 +33,7 @@ import numpy as np
 
 from minigrad import Tensor, functional as F, ops
 from minigrad.autograd import TraceError, no_grad
-from minigrad.checkpointing import _generators, checkpoint
+from minigrad.checkpointing import _generators, checkpoint, generator_states, set_generator_states
 from minigrad.compiler import scan
 from minigrad.nn import Module, ModuleList, Parameter
 from minigrad.tensor import _rng
@@ -138,25 +138,16 @@ def _time_loop(cell, projected: Tensor, state, masks, reverse: bool, keep_states
     return _stack_outputs(outputs), final, states
 
 
-def _generator_states(generators) -> list:
-    return [g.bit_generator.state for g in generators]
-
-
-def _set_generator_states(generators, states) -> None:
-    for g, state in zip(generators, states):
-        g.bit_generator.state = state
-
-
 def _draws_depend_on_length(cell, x: Tensor, generators) -> bool:
     """Whether ``cell.project`` draws differently for 1 and 2 steps (a mask per step, not per sequence)."""
     if not generators or not hasattr(cell, "project"):
         return False
-    start, after = _generator_states(generators), []
+    start, after = generator_states(generators), []
     with no_grad():
         for steps in (1, 2):
             cell.project(x[:steps])
-            after.append(_generator_states(generators))
-            _set_generator_states(generators, start)
+            after.append(generator_states(generators))
+            set_generator_states(generators, start)
     return after[0] != after[1]
 
 
@@ -174,7 +165,7 @@ def _checkpointed(cell, x, state, masks, reverse, compile, k):  # noqa: A002
     starts = list(range(0, T, k))
     per_segment = not _draws_depend_on_length(cell, x, generators)
     source = x if per_segment else _project(cell, x)
-    start = _generator_states(generators)
+    start = generator_states(generators)
     order = list(reversed(range(len(starts)))) if reverse else list(range(len(starts)))
     outs = [None] * len(starts)
     for n in order:
@@ -182,11 +173,11 @@ def _checkpointed(cell, x, state, masks, reverse, compile, k):  # noqa: A002
 
         def segment(part, *leaves, a=a, b=b, first=n == order[0]):
             if per_segment:
-                resume = None if first else _generator_states(generators)
-                _set_generator_states(generators, start)
+                resume = None if first else generator_states(generators)
+                set_generator_states(generators, start)
                 part = _project(cell, part)
                 if resume is not None:
-                    _set_generator_states(generators, resume)
+                    set_generator_states(generators, resume)
             out, final, _ = _time_loop(cell, part, tree_unflatten(state_like, list(leaves)),
                                        None if masks is None else masks[a:b], reverse, False, compile)
             return out, final

@@ -70,6 +70,7 @@ class AttentiveDecoderCell(RecurrentCell):
 
     @property
     def output_size(self) -> int:
+        """Features of ``output_t``: ``[h, context]``, hidden_size + context_size."""
         return self.hidden_size + self.context_size
 
     def attend_to(self, memory):
@@ -78,11 +79,13 @@ class AttentiveDecoderCell(RecurrentCell):
         self.memory = memory
 
     def initial_state(self, batch_size: int):
+        """Zeros ``(h, c)``, each (batch_size, hidden_size) in the cell's dtype."""
         zeros = np.zeros((batch_size, self.hidden_size), self.dtype)
         return Tensor._from_array(zeros), Tensor._from_array(zeros.copy())
 
     def project(self, x: Tensor) -> Tensor:
-        return x @ self.weight_ih.T + self.bias  # the input's part of the gates, for all steps at once
+        """(T, B, input_size) -> (T, B, 4 * hidden_size): the input's part of the gates, for all steps at once."""
+        return x @ self.weight_ih.T + self.bias
 
     def context(self, h: Tensor):
         """``(context (B, context_size), weights (B, T) or None)`` for the previous state ``h``."""
@@ -93,6 +96,7 @@ class AttentiveDecoderCell(RecurrentCell):
         return self.attention.attend(h, self.memory)
 
     def step(self, x_t, state):
+        """One step: x_t (B, 4H) from :meth:`project`, state ``(h, c)``; returns ``(output_t, (h, c))``."""
         context, _ = self.context(state[0])
         return self.advance(x_t, state, context)
 
@@ -145,6 +149,8 @@ class Seq2Seq(nn.Module):
         return h, mg.zeros_like(h)
 
     def forward(self, source, lengths, target_in):
+        """Teacher-forced logits (T, B, target_vocab) for ``source`` (S, B) ids with ``lengths`` (B ints)
+        and the decoder's inputs ``target_in`` (T, B) ids."""
         state = self.encode(source, lengths)
         out, _ = run_cell(self.decoder, self.target_embed(target_in), state)
         return self.head(out)

@@ -29,6 +29,14 @@ def test_weights_that_diverge_end_the_run_before_any_report_saves_them():
     assert reports == [2]  # the report (and its checkpoint) at step 4 never happened
 
 
+def test_until_ends_the_run_after_the_report_that_satisfies_it():
+    reports = []
+    loop = TrainingLoop(Budget(100, None), 3, "test")
+    assert loop.run(lambda: 1.0, lambda final: reports.append((loop.step, final)), until=lambda: loop.step >= 7) is False
+    assert reports == [(3, False), (6, False), (9, False)] and loop.step == 9  # no final report: 9 was reported
+    assert str(Budget(20, 2.0)) == "20 steps or 2 minutes" and str(Budget(None, 0.5)) == "0.5 minutes"
+
+
 def test_a_non_finite_loss_ends_the_run_at_its_step():
     losses = iter([1.0, 0.5, float("nan")])
     loop = TrainingLoop(Budget(10, None), 100, "test")

@@ -33,7 +33,7 @@ CASES = {
     "relu": (mg.relu, [(3, 4)], lambda k, a: np.sign(a) * (np.abs(a) + 0.2)),
     "relu_backward": (ops.relu_backward, [(3, 4), (3, 4)], lambda k, a: np.sign(a) * (np.abs(a) + 0.2)),
     "sign": (ops.sign, [(3, 4)], lambda k, a: np.sign(a) * (np.abs(a) + 0.2)),
-    "zero_to_the_zero": (ops.zero_to_the_zero, [(3, 4), (4,)], lambda k, a: np.sign(a) * (np.abs(a) + 0.2)),
+    "exponent_less_one": (ops.exponent_less_one, [(3, 4), (4,)], lambda k, a: np.sign(a) * (np.abs(a) + 0.2)),
     "tanh_backward": (ops.tanh_backward, [(3, 4), (3, 4)], None),
     "sigmoid_backward": (ops.sigmoid_backward, [(3, 4), (3, 4)], None),
     "clip": (lambda x: mg.clip(x, -0.5, 0.5), [(3, 4)], lambda k, a: np.round(a) * 0.8 + 0.1 * np.tanh(a)),

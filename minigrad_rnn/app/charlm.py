@@ -291,6 +291,16 @@ def load_model(checkpoint: dict) -> tuple[CharLM, Vocabulary]:
     model.load_state_dict(checkpoint["model"])
     return model.eval(), vocab
 
+
+def load_trained(path) -> tuple[CharLM, Vocabulary, Path]:
+    """The model, vocabulary and checkpoint file of a train output folder or checkpoint file
+    (CommandError if it is not one)."""
+    checkpoint, file = load_checkpoint(path, check_checkpoint)
+    try:
+        return (*load_model(checkpoint), file)
+    except (KeyError, TypeError, ValueError, DataError) as e:
+        raise CommandError(f"{file} is damaged: {e}") from None
+
 # --------------------------------------------------------------------------- the subcommands
 def cmd_train(args) -> int:
     """Train (or resume) a character language model."""
@@ -433,11 +443,7 @@ def _resumed_config(args, saved: dict, out: Path) -> dict:
 
 def cmd_sample(args) -> int:
     """Stream characters from a trained model to stdout."""
-    checkpoint, file = load_checkpoint(args.checkpoint, check_checkpoint)
-    try:
-        model, vocab = load_model(checkpoint)
-    except (KeyError, TypeError, ValueError, DataError) as e:
-        raise CommandError(f"{file} is damaged: {e}") from None
+    model, vocab, _ = load_trained(args.checkpoint)
     prime = default_prime(vocab) if args.prime is None else args.prime
     if not prime:
         raise CommandError("--prime must not be empty")

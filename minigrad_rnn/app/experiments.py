@@ -38,7 +38,7 @@ from .options import (
     positive_float, positive_int, size,
 )
 from .runs import (
-    EXIT_INTERRUPTED, GATES, Budget, MetricsFile, StopOnInterrupt, TrainingLoop, check_memory, duration, plot_curves,
+    EXIT_INTERRUPTED, GATES, Budget, MetricsFile, TrainingLoop, check_memory, duration, plot_curves,
     prepare_out_dir, recurrent_parameters, resolve_config, say, write_json,
 )
 
@@ -206,8 +206,7 @@ def hidden_state_gradients(model: SequenceModel, task, x, y) -> dict:
     """
     rnn, B = model.rnn, x.shape[1]
     lstm = isinstance(rnn, CELLS["lstm"])
-    h0 = mg.Tensor(np.zeros((1, B, rnn.hidden_size), dtype=x.dtype), requires_grad=True)
-    c0 = mg.Tensor(np.zeros((1, B, rnn.hidden_size), dtype=x.dtype), requires_grad=True)
+    h0, c0 = (mg.Tensor(np.zeros((1, B, rnn.hidden_size), dtype=x.dtype), requires_grad=True) for _ in range(2))
     out, _, (states,) = rnn(x, (h0, c0) if lstm else h0, return_states=True)
     series = {"h": [h0, *(state[0] if lstm else state for state in states)]}
     if lstm:
@@ -220,30 +219,36 @@ def hidden_state_gradients(model: SequenceModel, task, x, y) -> dict:
             for name, tensors in series.items()}
 
 
-def gradient_flow(config: dict, should_stop=lambda: False) -> dict:
+def gradient_flow(config: dict) -> dict:
     """State gradients of ``config["cell"]`` at initialization and after training on ``config["task"]``.
 
     Training runs until the test loss is below ``solved_below`` x the task's baseline, or the budget
-    (``steps``, ``minutes``) ends, or ``should_stop()``.  Returns ``{"initialization": norms,
-    "trained": norms, "training": {steps, seconds, test_loss, baseline, solved}}``, each ``norms`` as
-    :func:`hidden_state_gradients` gives them ("trained" is missing if ``should_stop()`` ended it).
+    (``steps``, ``minutes``) ends, or Ctrl-C.  Returns ``{"initialization": norms, "trained": norms,
+    "training": {steps, seconds, test_loss, baseline, solved}}``, each ``norms`` as
+    :func:`hidden_state_gradients` gives them; after Ctrl-C only ``{"initialization": ...,
+    "interrupted": True}``.
     """
     run = TaskRun({**config, "optimizer": "adam", "clip": 1.0})
     x, y = run.task.batch(np.random.default_rng([config["seed"], 2]), 100, run.dtype)
     result = {"initialization": hidden_state_gradients(run.model, run.task, x, y)}
-    budget, started, test = Budget(config["steps"], config["minutes"]), time.monotonic(), run.test_loss()
-    solved = test < config["solved_below"] * run.task.baseline
-    while not solved and not budget.done(run.step):
-        if should_stop():
-            return result
-        run.train_step()
-        if run.step % config["eval_every"] == 0 or budget.done(run.step):
-            test = run.test_loss()
-            solved = test < config["solved_below"] * run.task.baseline
+    started, test = time.monotonic(), run.test_loss()
+
+    def solved() -> bool:
+        return test < config["solved_below"] * run.task.baseline
+
+    def report(final: bool):
+        nonlocal test
+        test = run.test_loss()
+
+    if not solved():
+        loop = TrainingLoop(Budget(config["steps"], config["minutes"]), config["eval_every"], config["cell"],
+                            total=config["steps"], parameters=run.model.parameters())
+        if loop.run(run.train_step, report, until=solved):
+            return {**result, "interrupted": True}
     run.model.zero_grad()
     result["trained"] = hidden_state_gradients(run.model, run.task, x, y)
     result["training"] = {"steps": run.step, "seconds": round(time.monotonic() - started, 1), "test_loss": test,
-                          "baseline": run.task.baseline, "solved": bool(solved)}
+                          "baseline": run.task.baseline, "solved": solved()}
     return result
 
 # --------------------------------------------------------------------------- the subcommands
@@ -320,36 +325,34 @@ def cmd_gradflow(args) -> int:
     _check_seq_len(config["task"], config["seq_len"])
     out = prepare_out_dir(Path(args.out or f"runs/gradflow-{config['task']}-T{config['seq_len']}"), fresh=False)
     write_json(out / "config.json", config)
-    task = TASKS[config["task"]](config["seq_len"])
-    budget = " or ".join(b for b in (config["steps"] is not None and f"{config['steps']} steps",
-                                     config["minutes"] and f"{config['minutes']:g} minutes") if b)
+    task, budget = TASKS[config["task"]](config["seq_len"]), Budget(config["steps"], config["minutes"])
     say(f"gradient of the loss with respect to each state, {task.name} task, T = {config['seq_len']}; each cell "
         f"trains until its test {task.metric} is below {config['solved_below']:g} x the baseline "
         f"{task.baseline:.4f}, or for {budget}")
-    rows, series, results = [], {}, {}
+    rows, series, results, interrupted = [], {}, {}, False
     colors = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
-    with StopOnInterrupt() as stop:
-        for cell in config["cells"]:
-            flow = gradient_flow(dict(config, cell=cell), should_stop=lambda: stop.requested)
-            results[cell] = {"training": flow.get("training"), "ratios": {}}
-            if flow.get("training"):
-                t = flow["training"]
-                verdict = "solved" if t["solved"] else f"not solved within {budget}"
-                say(f"{cell.upper():>4} trained {t['steps']:,} steps ({duration(t['seconds'])}): {verdict}, test "
-                    f"{task.metric} {t['test_loss']:.4f} = {t['test_loss'] / task.baseline:.3f} x the baseline")
-            for phase in ("initialization", "trained"):
-                for state, values in flow.get(phase, {}).items():
-                    rows += [(cell, phase, state, t, v) for t, v in enumerate(values)]
-                    ratio = values[0] / values[-1] if values[-1] > 0 else float("nan")
-                    results[cell]["ratios"][f"{state} {phase}"] = ratio
-                    style = {"color": colors[cell], "linewidth": 1 if phase == "initialization" else 2,
-                             "linestyle": ":" if state == "c" else "--" if phase == "initialization" else "-"}
-                    series[f"{cell} |dL/d{state}_t| ({phase})"] = (
-                        np.arange(len(values)), np.where(values > 0, values, np.nan), style)
-                    say(f"{cell.upper():>4} {phase:<14} |dL/d{state}_0| / |dL/d{state}_T| = {ratio:.3g} "
-                        f"(|dL/d{state}_0| = {values[0]:.3g}, |dL/d{state}_T| = {values[-1]:.3g})")
-            if stop.requested:
-                break
+    for cell in config["cells"]:
+        flow = gradient_flow(dict(config, cell=cell))
+        results[cell] = {"training": flow.get("training"), "ratios": {}}
+        if flow.get("training"):
+            t = flow["training"]
+            verdict = "solved" if t["solved"] else f"not solved within {budget}"
+            say(f"{cell.upper():>4} trained {t['steps']:,} steps ({duration(t['seconds'])}): {verdict}, test "
+                f"{task.metric} {t['test_loss']:.4f} = {t['test_loss'] / task.baseline:.3f} x the baseline")
+        for phase in ("initialization", "trained"):
+            for state, values in flow.get(phase, {}).items():
+                rows += [(cell, phase, state, t, v) for t, v in enumerate(values)]
+                ratio = values[0] / values[-1] if values[-1] > 0 else float("nan")
+                results[cell]["ratios"][f"{state} {phase}"] = ratio
+                style = {"color": colors[cell], "linewidth": 1 if phase == "initialization" else 2,
+                         "linestyle": ":" if state == "c" else "--" if phase == "initialization" else "-"}
+                series[f"{cell} |dL/d{state}_t| ({phase})"] = (
+                    np.arange(len(values)), np.where(values > 0, values, np.nan), style)
+                say(f"{cell.upper():>4} {phase:<14} |dL/d{state}_0| / |dL/d{state}_T| = {ratio:.3g} "
+                    f"(|dL/d{state}_0| = {values[0]:.3g}, |dL/d{state}_T| = {values[-1]:.3g})")
+        if flow.get("interrupted"):
+            interrupted = True
+            break
     with (out / "gradflow.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["cell", "phase", "state", "t", "grad_norm"])
@@ -358,7 +361,7 @@ def cmd_gradflow(args) -> int:
     plotted = plot_curves(out / "gradflow.png", series, "time step t", "gradient norm",
                           f"gradient flow, {task.name} task, T = {config['seq_len']}", log_y=True)
     say(f"wrote {out / 'gradflow.csv'}, {out / 'results.json'}" + (f" and {out / 'gradflow.png'}" if plotted else ""))
-    return EXIT_INTERRUPTED if stop.requested else 0
+    return EXIT_INTERRUPTED if interrupted else 0
 
 
 def add_commands(commands) -> None:

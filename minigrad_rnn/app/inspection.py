@@ -17,11 +17,11 @@ import numpy as np
 
 import minigrad as mg
 
-from .charlm import check_checkpoint, load_model
+from .charlm import load_trained
 from .corpus import load_text
-from .errors import CommandError, DataError
+from .errors import CommandError
 from .options import positive_int
-from .runs import load_checkpoint, prepare_out_dir, say, write_atomically, write_json
+from .runs import prepare_out_dir, say, write_atomically, write_json
 
 GATE_NAMES = {"lstm": ("input gate", None, "forget gate", "output gate"), "gru": ("reset gate", "update gate")}
 QUOTES, OPENING, CLOSING = '"', "([{", ")]}"
@@ -193,11 +193,7 @@ def heatmap(path: Path, text: str, best: dict, acts: dict, properties: dict) -> 
 # --------------------------------------------------------------------------- the subcommand
 def cmd_inspect(args) -> int:
     """Find the units of a trained char-LM that track simple properties of a text; write HTML and a PNG."""
-    checkpoint, file = load_checkpoint(args.checkpoint, check_checkpoint)
-    try:
-        model, vocab = load_model(checkpoint)
-    except (KeyError, TypeError, ValueError, DataError) as e:
-        raise CommandError(f"{file} is damaged: {e}") from None
+    model, vocab, file = load_trained(args.checkpoint)
     source = "standard input" if args.text == "-" else args.text
     text = sys.stdin.read() if args.text == "-" else load_text(args.text)
     text = text[:args.max_chars]
@@ -211,7 +207,7 @@ def cmd_inspect(args) -> int:
     acts = activations(model, vocab.encode(text))
     properties = text_properties(text)
     best = best_units(properties, acts)
-    out = prepare_out_dir(Path(args.out or f"{Path(file).parent}/inspect"), fresh=False, resumable=False)
+    out = prepare_out_dir(Path(args.out or file.parent / "inspect"), fresh=False, resumable=False)
     shown = text[:args.html_chars]
     write_atomically(out / "inspect.html", html_page(shown, best, {k: v[:len(shown)] for k, v in acts.items()},
                                                      source))

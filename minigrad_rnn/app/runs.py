@@ -332,8 +332,14 @@ class Budget:
     """Stop after ``steps`` steps in all or ``minutes`` of this session, whichever comes first."""
 
     def __init__(self, steps: int | None, minutes: float | None):
-        self.steps = steps
+        self.steps, self.minutes = steps, minutes
         self.deadline = None if minutes is None else time.monotonic() + 60 * minutes
+
+    def __str__(self) -> str:
+        """E.g. "2 minutes" or "20 steps or 2 minutes"."""
+        parts = ([] if self.steps is None else [f"{self.steps} steps"]) + (
+            [] if self.minutes is None else [f"{self.minutes:g} minutes"])
+        return " or ".join(parts) or "no limit"
 
     def done(self, step: int) -> bool:
         return (self.steps is not None and step >= self.steps) or \
@@ -344,7 +350,8 @@ class TrainingLoop:
     """The training loop of every subcommand: budget, Ctrl-C, progress bar, reports, divergence check.
 
     ``run(train_step, report)`` calls ``train_step()`` (one step, or one epoch, returning its
-    mean loss) until the budget is spent or Ctrl-C is pressed (the step under way finishes,
+    mean loss) until the budget is spent, ``until()`` holds after a report (e.g. the task is
+    solved), or Ctrl-C is pressed (the step under way finishes,
     so what is saved is consistent; a second Ctrl-C interrupts at once).  Every ``every``
     steps, and once more at the end if steps ran since, it calls ``report(final)``, which
     validates, logs and checkpoints as the task needs; ``window_loss()`` and
@@ -381,11 +388,12 @@ class TrainingLoop:
         """Whether the budget is spent or Ctrl-C was pressed (for a step that can stop part-way)."""
         return self.budget.done(self.step) or (self._stop is not None and self._stop.requested)
 
-    def run(self, train_step, report, after_step=None, postfix=None) -> bool:
+    def run(self, train_step, report, after_step=None, postfix=None, until=None) -> bool:
         """Train; returns whether Ctrl-C ended the run.
 
         ``after_step(step)`` runs after every step (e.g. to show a sample); ``postfix(loss,
-        seconds)`` gives the progress bar's figures for a step (default: the loss).
+        seconds)`` gives the progress bar's figures for a step (default: the loss); ``until()``,
+        asked after each report, ends the run early when it returns True.
         """
         last_report = self.step
         with StopOnInterrupt() as self._stop, progress_bar(self.total, self.step, self.desc, self.unit) as bar:
@@ -409,6 +417,8 @@ class TrainingLoop:
                     report(final=False)
                     self._reset_window()
                     last_report = self.step
+                    if until is not None and until():
+                        break
             self.interrupted = self._stop.requested
         if self.step != last_report:
             self._check_weights()

@@ -13,6 +13,7 @@ the alignments of a few examples (their Figure 3).
 """
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -25,8 +26,8 @@ from ..seq2seq import Seq2Seq
 from .errors import CommandError
 from .options import make_optimizer
 from .runs import (
-    EXIT_INTERRUPTED, Budget, MetricsFile, StopOnInterrupt, duration, plot_curves, prepare_out_dir, resolve_config,
-    say, write_json,
+    EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, duration, plot_curves, prepare_out_dir, resolve_config, say,
+    write_json,
 )
 
 DIGITS, PAD, BOS, EOS = 10, 10, 11, 12
@@ -62,6 +63,7 @@ class ReversalTask:
         return source, lengths, target_in, target_out
 
     def batch(self, rng, batch_size: int) -> tuple:
+        """``batch_size`` random strings of 1 to max_len digits, as :meth:`encode` gives them."""
         return self.encode([rng.integers(0, DIGITS, n) for n in rng.integers(1, self.max_len + 1, batch_size)])
 
     def test_set(self, seed: int, per_length: int) -> dict:
@@ -97,6 +99,7 @@ class TranslateRun:
         self.step = 0
 
     def train_step(self) -> float:
+        """One Adam update on a fresh batch (teacher forcing, gradient norm clipped to 1); returns its loss."""
         source, lengths, target_in, target_out = self.task.batch(self.rng, self.config["batch_size"])
         loss = cross_entropy(self.model(source, lengths, target_in), target_out, ignore_index=PAD)
         self.optimizer.zero_grad()
@@ -147,43 +150,44 @@ def cmd_translate(args) -> int:
     task = ReversalTask(config["max_len"])
     out = prepare_out_dir(Path(args.out or f"runs/translate-L{config['max_len']}"), fresh=False)
     write_json(out / "config.json", config)
-    budget = " or ".join(b for b in (config["steps"] is not None and f"{config['steps']} steps",
-                                     config["minutes"] and f"{config['minutes']:g} minutes") if b)
     say(f"reversal task: digit strings of 1 to {task.max_len} digits; each model trains until "
-        f"{config['target_accuracy']:.1%} of the held-out strings come out exactly, or for {budget}; output in {out}")
+        f"{config['target_accuracy']:.1%} of the held-out strings come out exactly, or for "
+        f"{Budget(config['steps'], config['minutes'])}; output in {out}")
     metrics = MetricsFile(out / "metrics.csv", ["attention", "step", "train_loss", "accuracy", "elapsed_sec"])
-    results, curves = {}, {}
-    with StopOnInterrupt() as stop:
-        for attention in config["attention"]:
-            run, started = TranslateRun(config, attention), time.monotonic()
-            limit, losses, accuracy = Budget(config["steps"], config["minutes"]), [], 0.0
-            while not stop.requested and not limit.done(run.step) and accuracy < config["target_accuracy"]:
-                losses.append(run.train_step())
-                if run.step % config["eval_every"] == 0 or limit.done(run.step):
-                    accuracy = _mean(run.accuracy())
-                    metrics.append(attention=attention, step=run.step, train_loss=float(np.mean(losses)),
-                                   accuracy=accuracy, elapsed_sec=time.monotonic() - started)
-                    say(f"{attention:>9} | step {run.step:>5} | train {np.mean(losses):.4f} | held-out exact match "
-                        f"{accuracy:.2%} | {duration(time.monotonic() - started)}")
-                    losses = []
-            by_length = run.accuracy(config["beam_width"])
-            results[attention] = {"steps": run.step, "seconds": round(time.monotonic() - started, 1),
-                                  "exact_match": _mean(by_length), "by_length": by_length}
-            curves[f"attention: {attention}"] = (list(by_length), list(by_length.values()))
-            long = max(1, task.max_len - 9)
-            say(f"{attention:>9}: {_mean(by_length):.2%} exact match after {run.step} steps "
-                f"({duration(time.monotonic() - started)}); lengths 1-10: {_mean(_part(by_length, 1, 10)):.1%}, "
-                f"{long}-{task.max_len}: {_mean(_part(by_length, long, task.max_len)):.1%}")
-            if attention != "none" and alignment_figure(out / f"alignment-{attention}.png", run.model,
-                                                         [run.test[n][0] for n in _examples(task.max_len)]):
-                say(f"wrote {out / f'alignment-{attention}.png'}")
-            if stop.requested:
-                break
+    results, curves, interrupted = {}, {}, False
+    for attention in config["attention"]:
+        run, started, accuracy = TranslateRun(config, attention), time.monotonic(), 0.0
+        loop = TrainingLoop(Budget(config["steps"], config["minutes"]), config["eval_every"], attention,
+                            total=config["steps"], parameters=run.model.parameters())
+
+        def report(final: bool):
+            """The held-out exact match, a metrics row and a progress line."""
+            nonlocal accuracy
+            accuracy = _mean(run.accuracy())
+            metrics.append(attention=attention, step=run.step, train_loss=loop.window_loss(), accuracy=accuracy,
+                           elapsed_sec=time.monotonic() - started)
+            say(f"{attention:>9} | step {run.step:>5} | train {loop.window_loss():.4f} | held-out exact match "
+                f"{accuracy:.2%} | {duration(time.monotonic() - started)}")
+
+        interrupted = loop.run(run.train_step, report, until=lambda: accuracy >= config["target_accuracy"])
+        by_length = run.accuracy(config["beam_width"])
+        results[attention] = {"steps": run.step, "seconds": round(time.monotonic() - started, 1),
+                              "exact_match": _mean(by_length), "by_length": by_length}
+        curves[f"attention: {attention}"] = (list(by_length), list(by_length.values()))
+        long = max(1, task.max_len - 9)
+        say(f"{attention:>9}: {_mean(by_length):.2%} exact match after {run.step} steps "
+            f"({duration(time.monotonic() - started)}); lengths 1-10: {_mean(_part(by_length, 1, 10)):.1%}, "
+            f"{long}-{task.max_len}: {_mean(_part(by_length, long, task.max_len)):.1%}")
+        if attention != "none" and alignment_figure(out / f"alignment-{attention}.png", run.model,
+                                                     [run.test[n][0] for n in _examples(task.max_len)]):
+            say(f"wrote {out / f'alignment-{attention}.png'}")
+        if interrupted:
+            break
     write_json(out / "results.json", results)
     if plot_curves(out / "accuracy.png", curves, "input length (digits)", "held-out exact match",
                    f"writing digit strings backwards ({'greedy' if config['beam_width'] == 1 else 'beam search'})"):
         say(f"wrote {out / 'accuracy.png'}")
-    return EXIT_INTERRUPTED if stop.requested else 0
+    return EXIT_INTERRUPTED if interrupted else 0
 
 
 def _part(by_length: dict, a: int, b: int) -> dict:
@@ -196,8 +200,6 @@ def _examples(max_len: int) -> list:
 
 def attention_list(text: str) -> list:
     """``--attention additive,none``: a comma-separated list of kinds."""
-    import argparse
-
     kinds = [k.strip() for k in text.split(",") if k.strip()]
     if not kinds or any(k not in ATTENTION_KINDS for k in kinds):
         raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(ATTENTION_KINDS)}; "
