@@ -23,38 +23,47 @@ def addmm(input: np.ndarray, mat1: np.ndarray, mat2: np.ndarray) -> np.ndarray: 
     return out + input  # e.g. a float64 input with float32 matrices: promote, as input + mat1 @ mat2 would
 
 
-def sigmoid(a: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-a)), exact at both ends in every float dtype; integer input computes in float64.
+def sigmoid(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """1 / (1 + exp(-a)) in a's float dtype (integers compute in float64, float16 in float32);
+    into ``out`` if given (a buffer of a's shape and result dtype, as a ufunc's ``out=``).
 
-    The two-branch stable form: with z = exp(-|a|) <= 1 (never overflows), sigmoid is 1 / (1 + z)
-    for a >= 0 and z / (1 + z) below, so it reaches 0 and 1 as the dtype's rounding does, with
-    no warning (underflow of z to 0 is exact).  One new array and one temporary.
+    Three passes in one new array.  Where exp(-a) overflows (a below -88 in float32, -709 in
+    float64) it is inf and the result 0, which is the true value rounded, but for the subnormal
+    numbers (below 1e-38, resp. 1e-308) it skips; above, each of the three steps rounds once.
     """
-    a = a if a.dtype.kind == "f" else a.astype(np.float64)
-    z = np.abs(a, out=np.empty_like(a))
-    np.negative(z, out=z)
-    np.exp(z, out=z)  # z = exp(-|a|)
-    # The numerator, 1 for a >= 0 and z below, as max(z, a >= 0) (z <= 1): branch-free, where
-    # np.where over a mask of random signs ran 3x slower than the whole kernel.
-    numerator = np.maximum(z, np.greater_equal(a, 0), out=np.empty_like(a))
-    z += 1  # the denominator
-    return np.divide(numerator, z, out=numerator)
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    elif a.dtype.itemsize < 4:  # float16's exp overflows already at a = -11
+        y = sigmoid(a.astype(np.float32)).astype(a.dtype)
+        return y if out is None else np.copyto(out, y) or out
+    with np.errstate(over="ignore"):  # exp(-a) = inf gives sigmoid 0, as it should
+        z = np.negative(a, out=np.empty_like(a) if out is None else out)  # (out=: a 0-d input gives an array)
+        np.exp(z, out=z)
+    z += 1
+    return np.reciprocal(z, out=z)
 
 
-# tanh and sigmoid get fused backward kernels (as PyTorch's tanh_backward): one NumPy pass
-# instead of three tape ops per VJP.
+def tanh_derivative(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """1 - y**2, where y = tanh(x); into ``out`` if given (as a ufunc's ``out=``)."""
+    d = np.multiply(y, y, out=np.empty_like(y) if out is None else out)
+    return np.subtract(1, d, out=d)
+
+
+def sigmoid_derivative(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """y * (1 - y), where y = sigmoid(x); into ``out`` if given (as a ufunc's ``out=``)."""
+    d = np.subtract(1, y, out=np.empty_like(y) if out is None else out)
+    d *= y
+    return d
+
+
 def tanh_backward(g: np.ndarray, y: np.ndarray) -> np.ndarray:
     """g * (1 - y**2), where y = tanh(x)."""
-    d = np.multiply(y, y, out=np.empty_like(y))
-    np.subtract(1, d, out=d)
-    return _times(g, d)
+    return _times(g, tanh_derivative(y))
 
 
 def sigmoid_backward(g: np.ndarray, y: np.ndarray) -> np.ndarray:
     """g * y * (1 - y), where y = sigmoid(x)."""
-    d = np.subtract(1, y, out=np.empty_like(y))
-    d *= y
-    return _times(g, d)
+    return _times(g, sigmoid_derivative(y))
 
 
 def _times(g, d):

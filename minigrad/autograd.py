@@ -279,7 +279,7 @@ class TapeLine:
     def saved_bytes(self) -> int:
         owners = {id(_owner(x._data)): _owner(x._data).nbytes for x in self.inputs}
         run = (self.entry.params or {}).get("run")
-        residuals = getattr(run, "residuals", None) or []
+        residuals = list(getattr(run, "residuals", None) or []) + [tuple(getattr(run, "stacks", None) or ())]
         arrays = {id(_owner(a)): _owner(a).nbytes for step in residuals
                   for a in (step if isinstance(step, (tuple, list)) else (step,)) if isinstance(a, np.ndarray)}
         return sum(owners.values()) + sum(v for k, v in arrays.items() if k not in owners)

@@ -95,7 +95,7 @@ def _literal(value) -> str | None:
 
 
 # Names of the generated loops and Python's builtins: an op is never called by one of these.
-_RESERVED = frozenset(dir(builtins)) | {"np", "t", "m", "times", "carry", "xs", "captured", "ys", "residuals", "masks",
+_RESERVED = frozenset(dir(builtins)) | {"np", "t", "m", "times", "carry", "xs", "captured", "ys", "residuals", "stacks", "masks",
                                         "g_carry", "g_ys", "gxs", "sums", "lefts", "rights", "zeros", "_widen"}
 
 
@@ -133,10 +133,11 @@ class _Writer:
 class _Node:
     """One line of a program: ``out = op(*args, **params)``; args are value names."""
 
-    __slots__ = ("out", "op", "args", "params", "shape", "dtype")
+    __slots__ = ("out", "op", "args", "params", "shape", "dtype", "into")
 
-    def __init__(self, out, op, args, params, shape, dtype):
+    def __init__(self, out, op, args, params, shape, dtype, into=None):
         self.out, self.op, self.args, self.params, self.shape, self.dtype = out, op, args, params, shape, dtype
+        self.into = into  # (buffer, index, read again): the op writes its result there (out=); _write_directly
 
 
 _IDENTITIES = {"sum_to": "shape", "reshape": "shape", "broadcast_to": "shape"}
@@ -171,6 +172,36 @@ def _simplify(nodes: list, returns: list, shapes: dict) -> tuple[list, list]:
     return _live(kept, returns), returns, alias
 
 
+def _drop_broadcasts(nodes: list, returns: list, shapes: dict) -> list:
+    """Drop a ``broadcast_to`` (as the VJP of a sum makes) whose every use is an elementwise op that
+    broadcasts its inputs anyway, to the same output shape."""
+    users = collections.defaultdict(list)
+    for node in nodes:
+        for a in node.args:
+            users[a].append(node)
+    returned = {name for r in returns for name in (r if isinstance(r, tuple) else (r,))}
+    alias = {}
+    for node in nodes:
+        if node.op.name != "broadcast_to" or node.out in returned or not users[node.out]:
+            continue
+        source = node.args[0]
+
+        def same_shape(user):
+            arg_shapes = [shapes[source if a == node.out else a][0] for a in user.args]
+            return np.broadcast_shapes(*arg_shapes) == user.shape
+        if all(u.op.broadcasts and u.op.elementwise and not u.params and same_shape(u) for u in users[node.out]):
+            alias[node.out] = source
+    if not alias:
+        return nodes
+    kept = []
+    for node in nodes:
+        if node.out in alias:
+            continue
+        node.args = tuple(alias.get(a, a) for a in node.args)
+        kept.append(node)
+    return kept
+
+
 def _scatter_sum(*gs, indices, basics, shape):
     """Zeros of ``shape`` with each ``gs[k]`` added at ``indices[k]``: one buffer for every slice cotangent."""
     out = np.zeros(shape, dtype=np.result_type(*gs))
@@ -186,8 +217,21 @@ def _add_into(dense, *gs, indices, basics):
     return dense
 
 
+def _write_blocks(*gs, indices, written, shape, fill):
+    """Zeros of ``shape`` with each ``gs[k]`` written at ``indices[k]`` (disjoint blocks)."""
+    out = np.zeros(shape, dtype=np.result_type(*gs))
+    for g, index in zip(gs, indices):
+        out[index] = g
+    return out
+
+
+def _allocate(shape, dtype, fill):
+    return np.zeros(shape, dtype) if fill == "zeros" else np.empty(shape, dtype)
+
+
 # Generated code only: never on a tape (a compiled VJP under create_graph runs the eager loop instead).
 SCATTER_SUM, ADD_INTO = primitive(_scatter_sum, "scatter_sum"), primitive(_add_into, "add_into")
+WRITE_BLOCKS, ALLOCATE = primitive(_write_blocks, "write_blocks"), primitive(_allocate, "allocate")
 # Ops whose output is a fresh array (no view of an input): a temporary the program may add into.
 _FRESH = frozenset({"mul", "add", "sub", "div", "neg", "tanh_backward", "sigmoid_backward", "relu_backward",
                     "matmul", "addmm", "scatter_add", "scatter_sum", "add_into"})
@@ -235,6 +279,62 @@ def _fuse_slice_cotangents(nodes: list, returns: list, shapes: dict) -> list:
     return _live(fused, returns)
 
 
+def _write_blocks_in_place(nodes: list, returns: list) -> list:
+    """A sum of slice cotangents into disjoint blocks (an LSTM's gate blocks): each block is written
+    once, into ``np.empty`` where the blocks cover the buffer, else ``np.zeros``, and by the op that
+    makes it where it can (:func:`_write_directly`); overlapping blocks are left to add up."""
+    position = {n.out: k for k, n in enumerate(nodes)}
+    allocations, blocks = {}, {}  # the node before which a buffer is allocated -> its allocation
+    for node in nodes:
+        p = node.params
+        if node.op is not SCATTER_SUM or not all(p["basics"]) or None in map(_index_source, p["indices"]):
+            continue
+        cover = np.zeros(node.shape, np.uint8)
+        for index in p["indices"]:
+            cover[index] += 1
+        if cover.max(initial=0) > 1:
+            continue
+        fill = "empty" if cover.all() else "zeros"
+        first = min((g for g in node.args if g in position), key=position.get, default=node.out)
+        allocations[first] = _Node(node.out, ALLOCATE, (), {"shape": node.shape, "dtype": node.dtype, "fill": fill},
+                                   node.shape, node.dtype)
+        blocks[node.out] = _Node(node.out, WRITE_BLOCKS, node.args, {
+            "indices": p["indices"], "written": (False,) * len(node.args), "shape": node.shape, "fill": fill},
+            node.shape, node.dtype)
+    result = []
+    for node in nodes:
+        if node.out in allocations:
+            result.append(allocations[node.out])
+        result.append(blocks[node.out] if node.op is SCATTER_SUM and node.out in blocks else node)
+    return _write_directly(result, returns)
+
+
+def _write_directly(nodes: list, returns: list) -> list:
+    """Each block of a ``write_blocks`` buffer that a ufunc makes, used only there, is written by that
+    op into its place (``mul(b0, v10, out=b15[:, 96:128])``), not into a new array copied after."""
+    producers = {n.out: k for k, n in enumerate(nodes)}
+    uses = collections.Counter(a for n in nodes for a in n.args)
+    uses.update(name for r in returns for name in (r if isinstance(r, tuple) else (r,)))
+    nodes = list(nodes)
+    changed_in_place = {n.args[0] for n in nodes if n.op is ADD_INTO}
+    for k, node in enumerate(nodes):
+        if node.op is not WRITE_BLOCKS:
+            continue
+        written = list(node.params["written"])
+        for j, (g, index) in enumerate(zip(node.args, node.params["indices"])):
+            source = nodes[producers[g]] if g in producers else None
+            # a value used again is then read from its block: only if nothing adds into the buffer later
+            if (not written[j] and source is not None and (uses[g] == 1 or node.out not in changed_in_place)
+                    and _writes_into(source.op.forward) and not source.params and source.into is None
+                    and source.dtype == node.dtype and source.shape == np.empty(node.shape, np.uint8)[index].shape):
+                nodes[producers[g]] = _Node(g, source.op, source.args, {}, source.shape, source.dtype,
+                                            into=(node.out, index, uses[g] > 1))
+                written[j] = True
+        nodes[k] = _Node(node.out, WRITE_BLOCKS, node.args, dict(node.params, written=tuple(written)), node.shape,
+                         node.dtype)
+    return nodes
+
+
 def _live(nodes: list, returns: list) -> list:
     """The nodes that ``returns`` (names, or pairs of names) need: dead code removed."""
     needed = {name for r in returns for name in (r if isinstance(r, tuple) else (r,))}
@@ -268,23 +368,34 @@ def _index_source(index) -> str | None:
 def _body(writer: _Writer, nodes: list, indent: str) -> list:
     """One line per node: ``out = op(*args, key=param, ...)``; basic indexing and the fused slice
     cotangents are written as subscripts, which is how one would write them by hand."""
-    lines = []
-    for node in nodes:
-        name, p = node.op.name, node.params
-        if name == "getitem" and p["basic"] and _index_source(p["index"]) is not None:
-            lines.append(f"{indent}{node.out} = {node.args[0]}[{_index_source(p['index'])}]")
-            continue
-        if node.op in (SCATTER_SUM, ADD_INTO) and all(p["basics"]) and None not in map(_index_source, p["indices"]):
-            gs = node.args if node.op is SCATTER_SUM else node.args[1:]
-            if node.op is SCATTER_SUM:
-                lines.append(f"{indent}{node.out} = np.zeros({_literal(tuple(p['shape']))}, {gs[0]}.dtype)")
-            else:
-                lines.append(f"{indent}{node.out} = {node.args[0]}")
-            lines += [f"{indent}{node.out}[{_index_source(i)}] += {g}" for g, i in zip(gs, p["indices"])]
-            continue
-        params = [f"{k}={writer.constant(v)}" for k, v in p.items()]
-        lines.append(f"{indent}{node.out} = {writer.op(node.op)}({', '.join([*node.args, *params])})")
-    return lines
+    return [indent + line for node in nodes for line in _lines(writer, node)]
+
+
+def _lines(writer: _Writer, node: _Node, out: str | None = None) -> list:
+    """The source of one node; ``out``: a buffer an op that is a NumPy ufunc writes into (``out=``)."""
+    name, p = node.op.name, node.params
+    if name == "getitem" and p["basic"] and _index_source(p["index"]) is not None:
+        return [f"{node.out} = {node.args[0]}[{_index_source(p['index'])}]"]
+    if node.op in (SCATTER_SUM, ADD_INTO) and all(p["basics"]) and None not in map(_index_source, p["indices"]):
+        gs = node.args if node.op is SCATTER_SUM else node.args[1:]
+        first = (f"{node.out} = np.zeros({_literal(tuple(p['shape']))}, {gs[0]}.dtype)" if node.op is SCATTER_SUM
+                 else f"{node.out} = {node.args[0]}")
+        return [first] + [f"{node.out}[{_index_source(i)}] += {g}" for g, i in zip(gs, p["indices"])]
+    if node.op is ALLOCATE:
+        return [f"{node.out} = np.{p['fill']}({_literal(tuple(p['shape']))}, np.{np.dtype(p['dtype']).name})"]
+    if node.op is WRITE_BLOCKS:
+        return [f"{node.out}[{_index_source(i)}] = {g}" for g, i, w in zip(node.args, p["indices"], p["written"])
+                if not w]
+    params = [f"{k}={writer.constant(v)}" for k, v in p.items()]
+    if node.into is not None:
+        buffer, index, read_again = node.into
+        if read_again:  # the value is its block of the buffer
+            return [f"{node.out} = {buffer}[{_index_source(index)}]",
+                    f"{writer.op(node.op)}({', '.join(node.args)}, out={node.out})"]
+        return [f"{writer.op(node.op)}({', '.join(node.args)}, out={buffer}[{_index_source(index)}])"]
+    if out is not None:
+        return [f"{node.out} = {out}", f"{writer.op(node.op)}({', '.join([*node.args, *params])}, out={node.out})"]
+    return [f"{node.out} = {writer.op(node.op)}({', '.join([*node.args, *params])})"]
 
 
 def _write(writer: _Writer, name: str, args: list, nodes: list, returns: list) -> str:
@@ -459,6 +570,7 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
         entry = t._entry
         bnodes.append(_Node(names[t], entry.op, tuple(names[x] for x in entry.inputs), entry.params, t.shape, t.dtype))
     bnodes, returns, _ = _simplify(bnodes, [names[g] if g is not None else "None" for g in grads], bshapes)
+    bnodes = _drop_broadcasts(bnodes, returns, bshapes)
 
     # A captured input's cotangent ``left.T @ right``: return the two factors, so that a loop sums
     # every step's term in one matmul over the stacked factors (as hand-written BPTT does).
@@ -487,7 +599,7 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
             outer.append(j)
     needed = [name for r in returns for name in (r if isinstance(r, tuple) else (r,)) if name != "None"]
     bnodes, _, _ = _simplify(bnodes, needed, bshapes)
-    bnodes = _fuse_slice_cotangents(bnodes, returns, bshapes)
+    bnodes = _write_blocks_in_place(_fuse_slice_cotangents(bnodes, returns, bshapes), returns)
 
     # Residuals: the forward values the backward reads; captured ones are passed once per call.
     read = {a for n in bnodes for a in n.args} | set(needed)
@@ -500,7 +612,7 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
     program = Program(forward_source, backward_source, writer.namespace, n_args, len(outputs), residuals,
                       differentiable, outer, captured_read)
     program.parts = _Parts(writer, input_names, forward_nodes, forward_returns, residuals, bnodes, returns,
-                           [slots[captured[k]] for k in captured_read])
+                           [slots[captured[k]] for k in captured_read], bshapes)
     return program
 
 
@@ -508,11 +620,12 @@ class _Parts:
     """What a program's source was written from, kept to write loops over it (:func:`_loop_source`)."""
 
     def __init__(self, writer, input_names, forward_nodes, forward_returns, residuals, backward_nodes,
-                 backward_returns, captured_read_names):
+                 backward_returns, captured_read_names, shapes=None):
         self.writer, self.input_names = writer, input_names
         self.forward_nodes, self.forward_returns, self.residuals = forward_nodes, forward_returns, residuals
         self.backward_nodes, self.backward_returns = backward_nodes, backward_returns
         self.captured_read_names = captured_read_names
+        self.shapes = shapes  # value name -> (shape, dtype)
 
 
 def _trace_backward(outputs, wrt, captured):
@@ -599,8 +712,8 @@ def _hoist(nodes: list, invariant: set) -> tuple[list, list]:
     written_into = {n.args[0] for n in nodes if n.op is ADD_INTO}  # changed in place every step
     before, inside, invariant = [], [], set(invariant)
     for node in nodes:
-        if all(a in invariant for a in node.args) and node.out not in written_into and node.op not in (
-                SCATTER_SUM, ADD_INTO):
+        if all(a in invariant for a in node.args) and node.out not in written_into and node.into is None \
+                and node.op not in (SCATTER_SUM, ADD_INTO, ALLOCATE, WRITE_BLOCKS):
             before.append(node)
             invariant.add(node.out)
         else:
@@ -608,8 +721,217 @@ def _hoist(nodes: list, invariant: set) -> tuple[list, list]:
     return before, inside
 
 
-def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) -> tuple[str, str | None]:
-    """The forward and backward loops of :func:`scan` around a step program, as Python source.
+# A fused VJP that is g times a derivative of a forward value: a loop splits it, so that the
+# derivative (tanh's 1 - y**2) is computed for all steps at once and only the product per step.
+_SPLIT = {"tanh_backward": ops.tanh_derivative.op, "sigmoid_backward": ops.sigmoid_derivative.op}
+
+
+def _stack_name(name: str) -> str:
+    """The name of a per-step value's stack over all steps, (T, ...): ``v10`` -> ``V10``."""
+    return name.upper()
+
+
+class _Fission:
+    """Loop fission of a backward step, as the hand-written NumPy LSTM computes its gate derivatives:
+    the nodes that read forward values (residuals) and loop invariants only, not cotangents, run
+    ONCE before the loop, on the residuals of all steps stacked (T, ...); the rest run per step.
+
+    Attributes:
+        batched: those nodes, on the stacks (``D3 = tanh_derivative(V10)``).
+        per_step: the other nodes.
+        stacks: the forward values that the forward loop writes into (T, ...) buffers, in order.
+        views: ``(name, parent, index)``: residuals whose stack is a view of another's (a gate block).
+        tuple_residuals: the residuals the forward loop still keeps per step.
+        reads: the stacked values that the per-step code reads, as ``v10 = V10[t]``.
+    """
+
+    def __init__(self, nodes: list, residuals: list, returns: list, stackable: set, invariant: set,
+                 forward_producers: dict, shapes: dict):
+        available = set(residuals) & stackable  # the per-step forward values the backward reads
+        self.batched, self.per_step, made = [], [], set()
+        nodes = list(self._split(nodes, available, shapes))
+        uses = collections.Counter(a for n in nodes for a in n.args)
+        uses.update(x for r in returns for x in (r if isinstance(r, tuple) else (r,)))
+        per_step, dropped = {}, set()  # the per-step nodes by name; those reassociation made dead
+        for node in nodes:
+            if not self._batchable(node, available, invariant, shapes):
+                node, factor = self._reassociate(node, per_step, uses, available, shapes, dropped)
+                self.per_step.append(node)
+                per_step[node.out] = node
+                if factor is None:
+                    continue
+                node = factor
+            self.batched.append(self._on_stacks(node, available))
+            available.add(node.out)
+            made.add(node.out)
+        self.per_step = _write_directly([n for n in self.per_step if n.out not in dropped], returns)
+        read_by_batched = {a for n in self.batched for a in n.args}
+        used = [r for r in residuals if r in available and _stack_name(r) in read_by_batched]
+        self.views, self.stacks, pending = [], [], list(used)
+        while pending:  # a basic slice of a per-step value (a gate block): a view of that value's stack
+            name = pending.pop(0)
+            node = forward_producers.get(name)
+            if node is not None and node.op.name == "getitem" and node.params["basic"] and \
+                    _index_source(node.params["index"]) is not None and node.args[0] in forward_producers:
+                self.views.append((name, node.args[0], node.params["index"]))
+                if node.args[0] not in self.stacks + pending:
+                    pending.append(node.args[0])
+            elif name not in self.stacks:
+                self.stacks.append(name)
+        self.tuple_residuals = [r for r in residuals if r not in used]
+        per_step_args = [a for n in self.per_step for a in n.args]
+        per_step_args += [x for r in returns for x in (r if isinstance(r, tuple) else (r,))]
+        self.reads = [a for a in dict.fromkeys(per_step_args) if a in made or a in used]
+
+    @staticmethod
+    def _split(nodes, available, shapes):
+        """The nodes, with each fused tanh/sigmoid VJP of a forward value as g * derivative."""
+        for node in nodes:
+            derivative = _SPLIT.get(node.op.name)
+            if derivative is not None and node.args[1] in available and \
+                    shapes[node.args[1]] == (node.shape, node.dtype) and shapes[node.args[0]][1] == node.dtype:
+                d = _Node("d" + node.out[1:], derivative, (node.args[1],), {}, node.shape, node.dtype)
+                shapes[d.out] = (node.shape, node.dtype)
+                yield d
+                yield _Node(node.out, ops.mul.op, (node.args[0], d.out), {}, node.shape, node.dtype)
+            else:
+                yield node
+
+    @staticmethod
+    def _reassociate(node, per_step, uses, available, shapes, dropped):
+        """``(y * r) * s`` -> ``y * (r * s)`` where r and s are stacked (a gate's value times its
+        derivative): then ``r * s`` is computed for all steps at once, one product per step fewer.
+        Returns the node, and the new factor's node or None."""
+        mul = ops.mul.op
+        if node.op is not mul or len(node.args) != 2 or node.params:
+            return node, None
+        for x, s in (node.args, node.args[::-1]):
+            inner = per_step.get(x)
+            if s not in available or inner is None or inner.op is not mul or inner.into is not None \
+                    or uses[x] != 1 or inner.params or x in dropped:
+                continue
+            for y, r in (inner.args, inner.args[::-1]):
+                if r in available and y not in available and \
+                        shapes[r] == shapes[s] == shapes[x] == (node.shape, node.dtype):
+                    factor = _Node("f" + node.out[1:], mul, (r, s), {}, node.shape, node.dtype)
+                    shapes[factor.out] = (node.shape, node.dtype)
+                    dropped.add(x)  # its one use is gone
+                    return _Node(node.out, mul, (y, factor.out), {}, node.shape, node.dtype, node.into), factor
+        return node, None
+
+    @staticmethod
+    def _batchable(node, available, invariant, shapes) -> bool:
+        """An elementwise op (or basic indexing) of stacked values of its own shape and loop invariants."""
+        stacked = [a for a in node.args if a in available]
+        if not stacked or node.into is not None or any(a not in available and a not in invariant for a in node.args):
+            return False
+        if node.op.name == "getitem":
+            return node.params["basic"] and _index_source(node.params["index"]) is not None
+        return node.op.elementwise and not node.params and all(shapes[a][0] == node.shape for a in stacked)
+
+    @staticmethod
+    def _on_stacks(node, available):
+        """``node`` on the stacks of its per-step arguments (``V10`` for ``v10``; an index behind ``:``)."""
+        params = node.params
+        if node.op.name == "getitem":
+            index = params["index"] if isinstance(params["index"], tuple) else (params["index"],)
+            params = dict(params, index=(slice(None),) + index)
+        args = tuple(_stack_name(a) if a in available else a for a in node.args)
+        return _Node(_stack_name(node.out), node.op, args, params, None, node.dtype)
+
+
+# Kernels that take ``out=`` as a ufunc does, and like one return a new array without it.
+_OUT_KERNELS = (K.sigmoid, K.tanh_derivative, K.sigmoid_derivative)
+
+
+def _writes_into(forward) -> bool:
+    """Whether ``forward`` takes ``out=``, as NumPy's ufuncs do (and some of our kernels)."""
+    return isinstance(forward, np.ufunc) or forward in _OUT_KERNELS
+
+
+def _written_into(writer: _Writer, nodes: list, targets: dict, indent: str, zeroed: bool = False) -> tuple[list, dict]:
+    """The lines of ``nodes``, where an op that takes ``out=`` writes a value named in ``targets``
+    straight into its place there (``v10 = V10[t]; tanh(v8, out=v10)``) instead of a new array
+    that is copied after; with ``zeroed`` (the places hold zeros), a buffer of gate blocks is
+    the place itself.  Returns the lines and the values so written, with their places."""
+    lines, direct = [], {}
+    for node in nodes:
+        place = targets.get(node.out)
+        if place is not None and place not in direct.values() and node.op is ALLOCATE and zeroed:
+            direct[node.out] = place
+            lines.append(f"{indent}{node.out} = {place}")
+        elif place is not None and place not in direct.values() and _writes_into(node.op.forward) \
+                and not node.params and node.into is None:
+            direct[node.out] = place
+            lines += [indent + line for line in _lines(writer, node, out=place)]
+        else:
+            lines += [indent + line for line in _lines(writer, node)]
+    return lines, direct
+
+
+def _batched_lines(writer: _Writer, fission: _Fission, direct: dict, returns: list, shapes: dict) -> list:
+    """The lines of the nodes run once over all steps, reusing buffers as hand-written BPTT does:
+
+    - a factor that one per-step op multiplies into x_t's cotangent, which that op writes into
+      GX[t], is computed into GX itself: the op then multiplies in place (``D16`` is ``GX0``);
+    - an op whose argument is a temporary of these lines used only by it writes into that
+      argument (``F3 = mul(V9, D3, out=D3)``).
+    """
+    stacked = {_stack_name(n.out): n for n in fission.batched}
+    uses = collections.Counter(_stack_name(a) for a in fission.reads)
+    uses.update(a for n in fission.batched for a in n.args)
+    uses.update(_stack_name(x) for r in returns for x in (r if isinstance(r, tuple) else (r,)))
+    per_step_uses = collections.Counter(a for n in fission.per_step for a in n.args)
+    into = {}  # a batched value -> the buffer it is computed into
+    for node in fission.per_step:
+        place = direct.get(node.out)
+        # (the op then writes over its own input: only a ufunc may, elementwise)
+        for a in node.args if place is not None and isinstance(node.op.forward, np.ufunc) else ():
+            producer = stacked.get(_stack_name(a))
+            if producer is not None and uses[producer.out] == 1 and per_step_uses[a] == 1 \
+                    and _writes_into(producer.op.forward) and not producer.params \
+                    and shapes[a] == (node.shape, node.dtype) and place.endswith("[t]"):
+                into.setdefault(producer.out, place[:-len("[t]")])  # GX0[t] -> GX0
+                break
+    fresh = set()  # temporaries of these lines, ours to overwrite
+    lines = []
+    for node in fission.batched:
+        target = into.get(node.out)
+        if target is None and isinstance(node.op.forward, np.ufunc) and not node.params:  # over its input
+            target = next((a for a in node.args if a in fresh and uses[a] == 1 and a not in into
+                           and shapes[a.lower()] == shapes[node.out.lower()]), None)
+        if target is None:
+            lines += ["    " + line for line in _lines(writer, node)]
+        else:
+            call = _lines(writer, node)[0].split(" = ", 1)[1]
+            lines.append(f"    {node.out} = {call[:-1]}, out={target})")
+        if node.op.name != "getitem" and (isinstance(node.op.forward, np.ufunc) or node.op.forward in _OUT_KERNELS):
+            fresh.add(node.out)
+    return lines
+
+
+def _dense_base(name: str, nodes: list) -> str:
+    """The value whose buffer ``name`` is: itself, or for slices added into a dense value in place
+    (``add_into``), that value's."""
+    producers = {n.out: n for n in nodes}
+    while name in producers and producers[name].op is ADD_INTO:
+        name = producers[name].args[0]
+    return name
+
+
+def _fission(program: Program, nc: int, nx: int, forward_inside: list, backward_inside: list, residuals: list,
+             invariant: set) -> _Fission:
+    """The fission of the backward loop over the per-step ``residuals``."""
+    parts = program.parts
+    producers = {n.out: n for n in forward_inside}
+    stackable = set(producers) | set(parts.input_names[:nc + nx])
+    return _Fission(backward_inside, residuals, parts.backward_returns, stackable, invariant, producers, parts.shapes)
+
+
+def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) -> tuple[str, str | None, list]:
+    """The forward and backward loops of :func:`scan` around a step program, as Python source, and
+    the forward values they keep stacked over all steps (see :class:`_Fission`): each a name, or
+    the index of the y whose (T, ...) output is its stack.
 
     The step's lines are inlined into the loop, so a step costs its NumPy calls and nothing
     else; ``ranks`` are the ranks of the carry and then the y leaves (for widening masks);
@@ -622,11 +944,36 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
     X, Y = [f"X{k}" for k in range(nx)], [f"Y{k}" for k in range(len(ys))]
     constants = set(parts.writer.constants.values())
     before, inside = _hoist(parts.forward_nodes, set(captured) | constants)
-    f = ["def forward_loop(times, carry, xs, captured, ys, residuals, masks):",
+    # residuals that are loop invariants (W.T): kept once, as residuals[0], not once per step
+    hoisted = [r for r in parts.residuals if r in {n.out for n in before}]
+    if parts.backward_nodes is not None:
+        b_before, b_inside = _hoist(parts.backward_nodes, set(parts.captured_read_names) | constants | set(hoisted))
+        invariant = set(parts.captured_read_names) | constants | set(hoisted) | {n.out for n in b_before}
+        fission = _fission(program, nc, nx, inside, b_inside, [r for r in parts.residuals if r not in hoisted],
+                           invariant)
+        stacks = fission.stacks
+    else:
+        fission, stacks = None, []
+    S = [_stack_name(v) for v in stacks]
+    f = ["def forward_loop(times, carry, xs, captured, ys, residuals, stacks, masks):",
          "    " + _unpack(carry, "carry"), "    " + _unpack(X, "xs"), "    " + _unpack(captured, "captured"),
-         "    " + _unpack(Y, "ys"), *_body(parts.writer, before, "    "), "    for t in times:"]
+         "    " + _unpack(Y, "ys"), "    " + _unpack(S, "stacks"), *_body(parts.writer, before, "    ")]
+    if hoisted and fission is not None:
+        f.append(f"    residuals.append(({', '.join(hoisted)},))  # the loop invariants the backward reads, once")
+    f.append("    for t in times:")
     f += [f"        {a} = {x}[t]" for a, x in zip(xt, X)]
-    f += _body(parts.writer, inside, "        ")
+    f += [f"        {_stack_name(a)}[t] = {a}" for a in parts.input_names[:nc + nx] if a in stacks]
+    targets = {name: f"{_stack_name(name)}[t]" for name in stacks}
+    aliases = {}  # a stacked value that is also a y: its stack is that y's (T, ...) output, no copy
+    if not masked:  # (masked, y is a np.where of the value)
+        for k, (y, v) in enumerate(zip(Y, ys)):
+            if v in stacks:
+                aliases.setdefault(v, k)
+            targets.setdefault(v, f"{y}[t]")
+    body, direct = _written_into(parts.writer, inside, targets, "        ")
+    f += body
+    f += [f"        {_stack_name(name)}[t] = {name}" for name in stacks
+          if name not in direct and name not in parts.input_names]
     n_names, q_names = [f"n{k}" for k in range(nc)], [f"q{k}" for k in range(len(ys))]
     f += [f"        {n} = {v}" for n, v in zip(n_names, new_carry)] + [f"        {q} = {v}" for q, v in zip(q_names, ys)]
     if masked:  # past a sequence's end the carry keeps its value and y is 0
@@ -634,31 +981,49 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
         f += [f"            {n} = np.where(_widen(m, {r}), {n}, {a})" for n, a, r in zip(n_names, carry, ranks)]
         f += [f"            {q} = np.where(_widen(m, {r}), {q}, 0)" for q, r in zip(q_names, ranks[nc:])]
         f += ["            pass"]
-    f += [f"        {y}[t] = {q}" for y, q in zip(Y, q_names)]
-    if parts.residuals:
-        f += ["        if residuals is not None:", f"            residuals.append(({', '.join(parts.residuals)},))"]
+    f += [f"        {y}[t] = {q}" for k, (y, q, v) in enumerate(zip(Y, q_names, ys))
+          if direct.get(v) != f"{y}[t]" and aliases.get(v) != k]
+    kept = parts.residuals if fission is None else fission.tuple_residuals
+    if kept:
+        f += [f"        residuals.append(({', '.join(kept)},))"]
     if carry:
         f += [f"        {', '.join(carry)}, = {', '.join(n_names)},"]
     f += [f"    return ({', '.join(carry)}{',' if carry else ''})"]
-    if parts.backward_nodes is None:
-        return "\n".join(f), None
+    stacks = [aliases.get(name, name) for name in stacks]
+    if fission is None:
+        return "\n".join(f), None, stacks
 
     seeds = [f"g{k}" for k in range(nc + len(ys))]
     G, GX = [f"G{k}" for k in range(len(ys))], [f"GX{k}" for k in range(nx)]
-    before, inside = _hoist(parts.backward_nodes, set(parts.captured_read_names) | constants)
-    b = ["def backward_loop(times, g_carry, g_ys, residuals, captured, gxs, masks, sums, lefts, rights, zeros):",
+    b = [("def backward_loop(times, g_carry, g_ys, residuals, stacks, captured, gxs, masks, sums, lefts, rights, "
+          "zeros):"),
          "    " + _unpack(seeds[:nc], "g_carry"), "    " + _unpack(G, "g_ys"),
          "    " + _unpack(parts.captured_read_names, "captured"), "    " + _unpack(GX, "gxs"),
-         *_body(parts.writer, before, "    "), "    for t in reversed(times):"]
-    if parts.residuals:
-        b += [f"        {', '.join(parts.residuals)}, = residuals.pop()"]
+         "    " + _unpack(S, "stacks")]
+    if hoisted:
+        b.append("    " + _unpack(hoisted, "residuals[0]"))
+    b += _body(parts.writer, b_before, "    ")
+    for name, parent, index in reversed(fission.views):  # parents before their views
+        b.append(f"    {_stack_name(name)} = {_stack_name(parent)}[:, {_index_source(index)}]")
+    targets = {}  # x_t's cotangent is written into GX[t] by the op that makes it, if it can
+    for j, i in enumerate(program.differentiable):
+        if nc <= i < nc + nx and parts.backward_returns[j] != "None":
+            targets.setdefault(_dense_base(parts.backward_returns[j], fission.per_step), f"GX{i - nc}[t]")
+    body, direct = _written_into(parts.writer, fission.per_step, targets, "        ", zeroed=True)  # gxs: zeros
+    if fission.batched:
+        b.append("    # what reads only forward values, for all steps at once")
+        b += _batched_lines(parts.writer, fission, direct, parts.backward_returns, parts.shapes)
+    b.append("    for t in reversed(times):")
+    if kept:
+        b += [f"        {', '.join(kept)}, = residuals.pop()"]
+    b += [f"        {v} = {_stack_name(v)}[t]" for v in fission.reads]
     b += [f"        {g} = {G_}[t]" for g, G_ in zip(seeds[nc:], G)]
     p_names = [f"p{k}" for k in range(nc)]
     if masked:  # padding passes the carry's cotangent through and gets none
         b += ["        m = masks[t]", "        if m is not None:"]
         b += [f"            {p} = np.where(_widen(m, {r}), 0, {g})" for p, g, r in zip(p_names, seeds, ranks)]
         b += [f"            {g} = np.where(_widen(m, {r}), {g}, 0)" for g, r in zip(seeds, ranks)] + ["            pass"]
-    b += _body(parts.writer, inside, "        ")
+    b += body
     carry_out, x_cotangents = {}, {}
     for j, i in enumerate(program.differentiable):
         r = parts.backward_returns[j]
@@ -666,17 +1031,18 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
             carry_out[i] = r
         elif i < nc + nx:
             if r != "None":
-                b.append(f"        GX{i - nc}[t] = {r}")
+                if direct.get(_dense_base(r, fission.per_step)) != f"GX{i - nc}[t]":
+                    b.append(f"        GX{i - nc}[t] = {r}")
                 x_cotangents[r] = i - nc
         elif j in program.outer:
-            # A right factor that is also x_t's cotangent (an LSTM's gate cotangent) is already stacked
-            # in GX (T, ...): only the left factors are kept, and no copy of the right ones.
-            b.append(f"        lefts[{j}].append({r[0]})")
-            if r[1] in x_cotangents:
-                k = x_cotangents[r[1]]
-                b.append(f"        rights[{j}] = {k}  # the right factors are GX{k}, already stacked")
-            else:
-                b.append(f"        rights[{j}].append({r[1]})")
+            # A factor that is also x_t's cotangent (an LSTM's gate cotangent) is already stacked in
+            # GX (T, ...): it is not kept a second time.
+            for side, factor in (("lefts", r[0]), ("rights", r[1])):
+                if factor in x_cotangents:
+                    k = x_cotangents[factor]
+                    b.append(f"        {side}[{j}] = {k}  # the {side[:-1]} factors are GX{k}, already stacked")
+                else:
+                    b.append(f"        {side}[{j}].append({factor})")
         elif r != "None":
             b.append(f"        np.add(sums[{j}], {r}, out=sums[{j}])")
     news = []
@@ -689,7 +1055,7 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
     elif nc:
         b += [f"        {', '.join(seeds[:nc])}, = {', '.join(news)},"]
     b += [f"    return ({', '.join(seeds[:nc])}{',' if nc else ''})"]
-    return "\n".join(f), "\n".join(b)
+    return "\n".join(f), "\n".join(b), stacks
 
 
 def _loops(program: Program, nc: int, nx: int, ranks: list, masked: bool):
@@ -698,12 +1064,14 @@ def _loops(program: Program, nc: int, nx: int, ranks: list, masked: bool):
     loops = program.__dict__.setdefault("loops", {})
     if key not in loops:
         began = time.perf_counter()
-        forward_source, backward_source = _loop_source(program, nc, nx, ranks, masked)
+        forward_source, backward_source, stacks = _loop_source(program, nc, nx, ranks, masked)
         namespace = dict(program.parts.writer.namespace, _widen=_widen)
         exec(forward_source, namespace)  # noqa: S102 - our own generated source
         if backward_source:
             exec(backward_source, namespace)  # noqa: S102
-        loops[key] = (namespace["forward_loop"], namespace.get("backward_loop"), forward_source, backward_source)
+        # (shape, dtype) of one step, or the index of the y that is the stack
+        stack_specs = [name if isinstance(name, int) else program.parts.shapes[name] for name in stacks]
+        loops[key] = (namespace["forward_loop"], namespace.get("backward_loop"), stack_specs)
         STATS["build_seconds"] += time.perf_counter() - began
     return loops[key]
 
@@ -753,13 +1121,21 @@ def _record(op: Op, run: _Run, inputs: tuple, differentiate: bool) -> list:
     return _split(packed, run.out_shapes)
 
 
+def _rows(factors, gxs: list, order) -> np.ndarray:
+    """The outer-product factors of all steps as rows: a list of them (put in ``order`` if given),
+    or an int: x's cotangents, stacked (T, B, n) in ``gxs``."""
+    if isinstance(factors, int):
+        return gxs[factors].reshape(-1, gxs[factors].shape[-1])
+    return np.concatenate(factors if order is None else [factors[k] for k in order])
+
+
 class _Loop(_Run):
     """One run of a compiled step over a sequence (:func:`scan`)."""
 
-    def __init__(self, program, carry_tensors, x_tensors, captured, times, masks, residuals, ranks, packed,
+    def __init__(self, program, carry_tensors, x_tensors, captured, times, masks, residuals, stacks, ranks, packed,
                  out_shapes):
         self.program, self.carry_tensors, self.x_tensors, self.captured = program, carry_tensors, x_tensors, captured
-        self.times, self.masks, self.residuals, self.ranks = times, masks, residuals, ranks
+        self.times, self.masks, self.residuals, self.stacks, self.ranks = times, masks, residuals, stacks, ranks
         self.packed, self.out_shapes, self.n_carry = packed, out_shapes, len(carry_tensors)
         self.cotangents = None  # (the packed cotangent they are for, one Tensor per input)
 
@@ -775,8 +1151,8 @@ class _Loop(_Run):
         zeros = [np.zeros(c.shape, c.dtype) for c in self.carry_tensors]
         backward_loop = _loops(program, nc, nx, self.ranks, self.masks is not None)[1]
         captured = [self.captured[k]._data for k in program.captured_read]
-        g_carry = backward_loop(self.times, parts[:nc], parts[nc:], self.residuals, captured, gxs, self.masks,
-                                sums, lefts, rights, zeros)
+        g_carry = backward_loop(self.times, parts[:nc], parts[nc:], self.residuals, self.stacks, captured, gxs,
+                                self.masks, sums, lefts, rights, zeros)
         grads = list(g_carry) + gxs + [None] * len(self.captured)
         in_time_order = np.argsort(self.times[::-1], kind="stable")  # the backward loop ran reversed(times)
         for j, i in enumerate(differentiable):
@@ -784,12 +1160,10 @@ class _Loop(_Run):
                 continue
             if j not in program.outer:
                 grads[i] = sums[j]
-            elif isinstance(rights[j], int):  # the right factors are x's cotangents, stacked (T, B, n) in gxs
-                right = gxs[rights[j]]
-                left = np.concatenate([lefts[j][k] for k in in_time_order])
-                grads[i] = left.T @ right.reshape(-1, right.shape[-1])
-            else:
-                grads[i] = np.concatenate(lefts[j]).T @ np.concatenate(rights[j])
+                continue
+            # in time order if the other factor is stacked in gxs (time order); else as the loop ran
+            order = in_time_order if isinstance(lefts[j], int) or isinstance(rights[j], int) else None
+            grads[i] = _rows(lefts[j], gxs, order).T @ _rows(rights[j], gxs, order)
         return [np.zeros(x.shape, x.dtype) if g is None else g.astype(x.dtype, copy=False)
                 for g, x in zip(grads, inputs)]
 
@@ -895,7 +1269,7 @@ def scan_source(step, init, xs, masked: bool = False) -> str:
     program = tr.build(True)
     nc = len(carry_leaves)
     ranks = [c.ndim for c in carry_leaves] + [t.ndim for t in tr.outputs[nc:]]
-    forward_loop, backward_loop = _loop_source(program, nc, len(x_leaves), ranks, masked)
+    forward_loop, backward_loop, _ = _loop_source(program, nc, len(x_leaves), ranks, masked)
     return "\n\n".join(part for part in (program.source(), forward_loop, backward_loop) if part)
 
 
@@ -953,12 +1327,14 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     xs_data = [x._data for x in x_leaves]
     residuals = [] if differentiate else None
     ranks = [c.ndim for c in carry_leaves] + [t.ndim for t in tr.outputs[nc:]]
-    forward_loop = _loops(program, nc, len(x_leaves), ranks, masks is not None)[0]
-    carry = forward_loop(times, [c._data for c in carry_leaves], xs_data, captured, ys, residuals, masks)
+    forward_loop, _, stack_specs = _loops(program, nc, len(x_leaves), ranks, masks is not None)
+    stacks = [ys[spec] if isinstance(spec, int) else np.empty((T,) + spec[0], spec[1]) for spec in stack_specs]
+    carry = forward_loop(times, [c._data for c in carry_leaves], xs_data, captured, ys, residuals, stacks, masks)
     for part, c in zip(parts, carry):
         part[...] = c
 
-    run = _Loop(program, carry_leaves, x_leaves, tr.captured, times, masks, residuals, ranks, packed, out_shapes)
+    run = _Loop(program, carry_leaves, x_leaves, tr.captured, times, masks, residuals, stacks, ranks, packed,
+                out_shapes)
     leaves = _record(SCAN, run, tuple(carry_leaves) + tuple(x_leaves) + tuple(tr.captured), differentiate)
     y_structure = flatten(unflatten(tr.out_structure, tr.outputs)[1])[1]
     return unflatten(carry_structure, leaves[:nc]), unflatten(y_structure, leaves[nc:])

@@ -57,18 +57,21 @@ class Op:
             cotangent of input ``i`` into ``total`` (an ``autograd._Cotangent``: a dense buffer,
             or deferred ``left.T @ right`` factors) and return True, or return False to use the
             rule.  Reverse mode calls it when no graph is built, to skip full-size temporaries.
+        elementwise: each output element depends only on the input elements at its position
+            (after NumPy broadcasting), so the op may run on a stack of many calls' inputs at once:
+            a compiled loop runs such ops of its backward over all steps in one call.
     """
 
     __slots__ = ("name", "forward", "rules", "argnum_rule", "vjps", "broadcasts", "lazy_vjp", "max_inputs",
-                 "trusted", "jvp_rules", "jvp_argnums")
+                 "trusted", "jvp_rules", "jvp_argnums", "elementwise")
 
-    def __init__(self, forward, name: str | None = None, broadcasts: bool = False):
+    def __init__(self, forward, name: str | None = None, broadcasts: bool = False, elementwise: bool = False):
         if not callable(forward):
             raise TypeError(f"primitive: forward must be a function of NumPy arrays; got {type(forward).__name__}")
         self.name = name or getattr(forward, "__name__", None) or "op"
         self.forward = forward
         self.rules, self.argnum_rule, self.vjps = (), None, ()
-        self.broadcasts = broadcasts
+        self.broadcasts, self.elementwise = broadcasts, elementwise
         self.lazy_vjp = None
         self.max_inputs = _max_positional(forward)
         self.trusted = False
@@ -237,7 +240,7 @@ def _as_cotangent(gx, name: str, i: int) -> Tensor:
     raise TypeError(f"{name}: the VJP rule of input {i} returned {type(gx).__name__}; expected a Tensor")
 
 
-def primitive(forward, name: str | None = None, *, broadcasts: bool = False) -> Op:
+def primitive(forward, name: str | None = None, *, broadcasts: bool = False, elementwise: bool = False) -> Op:
     """Turn a NumPy function into a minigrad op (HIPS autograd's ``primitive``).
 
     Args:
@@ -247,6 +250,8 @@ def primitive(forward, name: str | None = None, *, broadcasts: bool = False) -> 
         name: the op's name on the tape and in errors; defaults to ``forward.__name__``.
         broadcasts: the op broadcasts its inputs as NumPy does; rules may then return
             cotangents of the output's shape and minigrad sums them back to each input's.
+        elementwise: ``forward`` maps each position on its own (as a NumPy ufunc does), so a
+            compiled loop may call it once on the inputs of all its steps stacked.
 
     Returns:
         An :class:`Op`, called like ``forward`` but on Tensors.  Give it rules with :func:`defvjp`.
@@ -255,7 +260,7 @@ def primitive(forward, name: str | None = None, *, broadcasts: bool = False) -> 
         TypeError: ``forward`` is not callable; when called, ``forward`` returns something that
             is not a NumPy array of a numeric dtype (the message names the op).
     """
-    return Op(forward, name, broadcasts)
+    return Op(forward, name, broadcasts, elementwise)
 
 
 def defvjp(op: Op, *rules) -> Op:

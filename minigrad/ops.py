@@ -72,7 +72,8 @@ def binary(name: str, forward, rule_x, rule_y, doc: str):
     op's Jacobian is diagonal, so the same rules, given an input's tangent ``t`` for ``g``, are its JVP
     rules (forward mode; the tangent broadcasts to the output).
     """
-    op = defvjp(primitive(forward, name, broadcasts=True), _unbroadcasting(rule_x, 0), _unbroadcasting(rule_y, 1))
+    op = defvjp(primitive(forward, name, broadcasts=True, elementwise=True), _unbroadcasting(rule_x, 0),
+                _unbroadcasting(rule_y, 1))
     defjvp(op, rule_x, rule_y)
     return _public(lambda x, y: _binary(op, x, y), op, doc)
 
@@ -90,7 +91,7 @@ def unary(name: str, forward, rule, doc: str):
 
     ``rule(g, ans, x)`` is ``g`` times the elementwise derivative: the VJP rule, and (the Jacobian
     being diagonal) the JVP rule too, given a tangent for ``g``."""
-    op = defjvp(defvjp(primitive(forward, name), rule), rule)
+    op = defjvp(defvjp(primitive(forward, name, elementwise=True), rule), rule)
     return _public(lambda x: _unary(op, x), op, doc)
 
 
@@ -151,7 +152,12 @@ relu_backward = binary("relu_backward", lambda g, x: np.where(x <= 0, 0, g).asty
 sign = unary("sign", K.sign, lambda g, ans, x: _const(np.zeros_like(x._data)),
              "Elementwise sign, 0 at 0 and at NaN (the derivative of |x|); its own derivative is 0.")
 # The VJPs of tanh and sigmoid as one fused op each (as PyTorch's tanh_backward): one NumPy
-# pass instead of three tape ops per VJP, and still differentiable, by their own rules.
+# pass instead of three tape ops per VJP, and still differentiable, by their own rules.  A compiled
+# loop splits each into g times the derivative, which it computes for all steps at once.
+tanh_derivative = unary("tanh_derivative", K.tanh_derivative, lambda g, ans, y: g * y * -2,
+                        "1 - y**2, the derivative of tanh at x where y = tanh(x).")
+sigmoid_derivative = unary("sigmoid_derivative", K.sigmoid_derivative, lambda g, ans, y: g * (1 - y * 2),
+                           "y * (1 - y), the derivative of sigmoid at x where y = sigmoid(x).")
 tanh_backward = binary("tanh_backward", K.tanh_backward,
                        lambda gg, ans, g, y: tanh_backward(gg, y), lambda gg, ans, g, y: gg * g * y * -2,
                        "The VJP of tanh written as one op: g * (1 - y**2) where y = tanh(x).")

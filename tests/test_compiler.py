@@ -466,3 +466,77 @@ def test_zero_to_the_zero_is_handled_by_the_compiled_backward_too():
         grads.append(x.grad.data)
     np.testing.assert_array_equal(grads[0], grads[1])
     np.testing.assert_array_equal(grads[1], [[0.0, 6.0], [0.0, 0.0], [0.0, -2.0]])
+
+
+def _loop_sources(cell, T=5, B=2):
+    """The forward and the backward loop :func:`scan` generates for ``cell``'s step."""
+    projected = cell.project(mg.Tensor(np.ones((T, B, cell.input_size), cell.dtype)))
+    source = compiler.scan_source(lambda state, x_t: cell.step(x_t, state)[::-1], cell.initial_state(B), projected)
+    forward = source[source.index("def forward_loop"):source.index("def backward_loop")]
+    return forward, source[source.index("def backward_loop"):]
+
+
+def test_the_backward_loop_computes_the_gate_derivatives_for_all_steps_at_once():
+    # as the hand-written NumPy LSTM: the activations' derivatives read only forward values, so they
+    # are computed once over the stacked (T, B, 4H) activations; per step only the products remain
+    forward, backward = _loop_sources(LSTMCell(3, 4, dtype=np.float64))
+    before_loop, loop = backward.split("for t in reversed(times):")
+    assert "D3 = tanh_derivative(V10)" in before_loop and "V9 = V1[:, :, 12:16]" in before_loop  # o's block
+    assert "F3 = mul(V9, D3, out=D3)" in before_loop  # o * tanh'(c), for all steps, in D3's buffer
+    # the gates' sigmoid derivative is computed into the buffer of the gates' cotangent, and the
+    # per-step product multiplies it in place, as the NumPy LSTM's dz
+    assert "D16 = sigmoid_derivative(V1, out=GX0)" in before_loop
+    assert "derivative" not in loop and "tanh_backward" not in loop
+    assert "sigmoid(v0, out=v1)" in forward and "tanh(v8, out=v10)" in forward  # written into their stacks
+    # the gate blocks' cotangents are written into one buffer by the products, that into GX0[t]
+    assert "mul(b0, v10, out=b15[:, 12:16])" in loop and "b16 = GX0[t]" in loop and "GX0[t] = " not in loop
+
+
+def test_a_stacked_output_is_its_own_stack():
+    forward, backward = _loop_sources(RNNCell(3, 4, dtype=np.float64))
+    assert "tanh(v0, out=v1)" in forward and "Y0[t] =" not in forward  # h_t is written into the output once
+    assert "D1 = tanh_derivative(V1, out=GX0)" in backward  # 1 - h_t**2 for all t, then times dL/dh_t in place
+
+
+@pytest.mark.parametrize("elementwise", [True, False])
+def test_a_user_op_declared_elementwise_runs_over_all_steps_at_once(elementwise):
+    d_cube = primitive(lambda x: 3 * x * x, "d_cube", elementwise=elementwise)
+    cube = defvjp(primitive(lambda x: x ** 3, "cube", elementwise=elementwise),
+                  lambda g, ans, x: g * defvjp(d_cube, lambda gg, ans, x: gg * 6 * x)(x))
+    step = (lambda h, x_t: (ops.tanh(cube(h) * 0.5 + x_t),) * 2)
+    init, xs = mg.Tensor(np.full((2, 3), 0.3)), mg.Tensor(np.random.default_rng(0).standard_normal((6, 2, 3)))
+    backward = compiler.scan_source(step, init, xs).split("def backward_loop")[1]
+    assert ("= d_cube(A0)" in backward.split("for t in")[0]) is elementwise  # h_{t-1}, stacked
+    results = []
+    for compile in (True, False):  # noqa: A001
+        h0, x = mg.Tensor(init.data, requires_grad=True), mg.Tensor(xs.data, requires_grad=True)
+        final, ys = mg.scan(step, h0, x, compile=compile)
+        (ys * ys).sum().backward()
+        results.append([ys.data, final.data, h0.grad.data, x.grad.data])
+    assert_same(*results, np.float64)
+
+
+@pytest.mark.parametrize("windows", [[(0, 2), (2, 4)], [(0, 3), (1, 4)], [(1, 2), (2, 3)]],
+                         ids=["disjoint, covering", "overlapping", "disjoint, not covering"])
+def test_slice_cotangents_into_one_buffer_equal_eager(windows):
+    # disjoint blocks are written by the ops that make them; overlapping ones must still add up
+    w = mg.Tensor(np.random.default_rng(1).standard_normal((4, 4)), requires_grad=True)
+
+    def step(h, x_t):
+        z = h @ w + x_t  # its cotangent is the sum of the windows' slice cotangents
+        s = sum(ops.tanh(z[:, a:b]).sum(axis=1, keepdims=True) for a, b in windows)
+        h = ops.tanh(s * mg.Tensor(np.linspace(0.1, 0.4, 4)))
+        return h, h
+
+    loop = compiler.scan_source(step, mg.Tensor(np.zeros((2, 4))), mg.Tensor(np.ones((5, 2, 4)))).split("for t in")[-1]
+    disjoint = windows[0][1] <= windows[1][0]
+    assert (", out=b" in loop) is disjoint and ("+=" in loop) is not disjoint
+    assert ("np.empty" in loop) is (windows == [(0, 2), (2, 4)])  # zeros where no block covers
+    results = []
+    for compile in (True, False):  # noqa: A001
+        w.grad = None
+        x = mg.Tensor(np.random.default_rng(2).standard_normal((5, 2, 4)), requires_grad=True)
+        _, ys = mg.scan(step, mg.Tensor(np.zeros((2, 4))), x, compile=compile)
+        (ys * ys).sum().backward()
+        results.append([ys.data, x.grad.data, w.grad.data])
+    assert_same(*results, np.float64)

@@ -36,6 +36,8 @@ CASES = {
     "exponent_less_one": (ops.exponent_less_one, [(3, 4), (4,)], lambda k, a: np.sign(a) * (np.abs(a) + 0.2)),
     "tanh_backward": (ops.tanh_backward, [(3, 4), (3, 4)], None),
     "sigmoid_backward": (ops.sigmoid_backward, [(3, 4), (3, 4)], None),
+    "tanh_derivative": (ops.tanh_derivative, [(3, 4)], None),
+    "sigmoid_derivative": (ops.sigmoid_derivative, [(3, 4)], None),
     "clip": (lambda x: mg.clip(x, -0.5, 0.5), [(3, 4)], lambda k, a: np.round(a) * 0.8 + 0.1 * np.tanh(a)),
     "where": (lambda x, y: mg.where(COND, x, y), [(3, 4), (4,)], None),
     "sum_to": (lambda x: mg.sum_to(x, (1, 4)), [(3, 4)], None),
