@@ -27,15 +27,18 @@ def sigmoid(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """1 / (1 + exp(-a)) in a's float dtype (integers compute in float64, float16 in float32);
     into ``out`` if given (a buffer of a's shape and result dtype, as a ufunc's ``out=``).
 
-    Three passes in one new array.  Where exp(-a) overflows (a below -88 in float32, -709 in
-    float64) it is inf and the result 0, which is the true value rounded, but for the subnormal
-    numbers (below 1e-38, resp. 1e-308) it skips; above, each of the three steps rounds once.
+    Three passes in one new array, each rounding once.  Where exp(-a) overflows (a below -88 in
+    float32, -709 in float64) it is inf and the result 0: the true value rounded, except that
+    results in the subnormal range (below 1e-38, resp. 1e-308) become 0 as well.
     """
     if a.dtype.kind != "f":
         a = a.astype(np.float64)
     elif a.dtype.itemsize < 4:  # float16's exp overflows already at a = -11
         y = sigmoid(a.astype(np.float32)).astype(a.dtype)
-        return y if out is None else np.copyto(out, y) or out
+        if out is None:
+            return y
+        out[...] = y
+        return out
     with np.errstate(over="ignore"):  # exp(-a) = inf gives sigmoid 0, as it should
         z = np.negative(a, out=np.empty_like(a) if out is None else out)  # (out=: a 0-d input gives an array)
         np.exp(z, out=z)

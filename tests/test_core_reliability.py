@@ -126,6 +126,18 @@ def test_sigmoid_is_exact_at_both_ends_without_warnings(dtype):
     assert y[0] == 0 and y[-1] == 1  # not a floor of the tiniest normal number
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_the_sigmoid_kernel_writes_into_out_as_a_ufunc(dtype):
+    # a compiled loop has it write each step's gates into their (T, ...) stack
+    from minigrad import _kernels
+    x = np.array([[-30.0, -1.0, 0.0], [0.5, 2.0, 40.0]], dtype=dtype)
+    out = np.full_like(x, np.nan)
+    assert _kernels.sigmoid(x, out=out) is out
+    np.testing.assert_array_equal(out, _kernels.sigmoid(x))
+    exact = (1 / (1 + np.exp(-x.astype(np.float64)))).astype(dtype)
+    np.testing.assert_allclose(out, exact, rtol=2 * np.finfo(dtype).eps)
+
+
 # ----------------------------------------------------------------------------- errors that name the real problem
 @pytest.mark.parametrize("call, error, message", [
     (lambda: mg.zeros(2, 3).transpose(5, 0), ValueError,
