@@ -137,7 +137,7 @@ class _Node:
 
     def __init__(self, out, op, args, params, shape, dtype, into=None):
         self.out, self.op, self.args, self.params, self.shape, self.dtype = out, op, args, params, shape, dtype
-        self.into = into  # (buffer, index, read again): the op writes its result there (out=); _write_directly
+        self.into = into  # (buffer, index): the op writes its result into buffer[index] (out=); _write_directly
 
 
 _IDENTITIES = {"sum_to": "shape", "reshape": "shape", "broadcast_to": "shape"}
@@ -185,11 +185,8 @@ def _drop_broadcasts(nodes: list, returns: list, shapes: dict) -> list:
         if node.op.name != "broadcast_to" or node.out in returned or not users[node.out]:
             continue
         source = node.args[0]
-
-        def same_shape(user):
-            arg_shapes = [shapes[source if a == node.out else a][0] for a in user.args]
-            return np.broadcast_shapes(*arg_shapes) == user.shape
-        if all(u.op.broadcasts and u.op.elementwise and not u.params and same_shape(u) for u in users[node.out]):
+        if all(u.op.broadcasts and u.op.elementwise and not u.params and np.broadcast_shapes(
+                *(shapes[source if a == node.out else a][0] for a in u.args)) == u.shape for u in users[node.out]):
             alias[node.out] = source
     if not alias:
         return nodes
@@ -217,15 +214,14 @@ def _add_into(dense, *gs, indices, basics):
     return dense
 
 
-def _write_blocks(*gs, indices, written, shape, fill):
-    """Zeros of ``shape`` with each ``gs[k]`` written at ``indices[k]`` (disjoint blocks)."""
-    out = np.zeros(shape, dtype=np.result_type(*gs))
-    for g, index in zip(gs, indices):
-        out[index] = g
-    return out
+def _write_blocks(*gs, indices, written, shape):
+    """Zeros of ``shape`` with each ``gs[k]`` at ``indices[k]`` (disjoint basic blocks): a scatter sum.
+    ``written[k]``: the generated code has block k written by the op that makes it (``out=``)."""
+    return _scatter_sum(*gs, indices=indices, basics=(True,) * len(gs), shape=shape)
 
 
 def _allocate(shape, dtype, fill):
+    """The buffer of a ``write_blocks``: ``np.zeros`` or, where its blocks cover it, ``np.empty``."""
     return np.zeros(shape, dtype) if fill == "zeros" else np.empty(shape, dtype)
 
 
@@ -299,8 +295,7 @@ def _write_blocks_in_place(nodes: list, returns: list) -> list:
         allocations[first] = _Node(node.out, ALLOCATE, (), {"shape": node.shape, "dtype": node.dtype, "fill": fill},
                                    node.shape, node.dtype)
         blocks[node.out] = _Node(node.out, WRITE_BLOCKS, node.args, {
-            "indices": p["indices"], "written": (False,) * len(node.args), "shape": node.shape, "fill": fill},
-            node.shape, node.dtype)
+            "indices": p["indices"], "written": (False,) * len(node.args), "shape": node.shape}, node.shape, node.dtype)
     result = []
     for node in nodes:
         if node.out in allocations:
@@ -320,15 +315,15 @@ def _write_directly(nodes: list, returns: list) -> list:
     for k, node in enumerate(nodes):
         if node.op is not WRITE_BLOCKS:
             continue
-        written = list(node.params["written"])
+        written, layout = list(node.params["written"]), np.empty(node.shape, np.uint8)  # (for the blocks' shapes)
         for j, (g, index) in enumerate(zip(node.args, node.params["indices"])):
             source = nodes[producers[g]] if g in producers else None
             # a value used again is then read from its block: only if nothing adds into the buffer later
             if (not written[j] and source is not None and (uses[g] == 1 or node.out not in changed_in_place)
                     and _writes_into(source.op.forward) and not source.params and source.into is None
-                    and source.dtype == node.dtype and source.shape == np.empty(node.shape, np.uint8)[index].shape):
+                    and source.dtype == node.dtype and source.shape == layout[index].shape):
                 nodes[producers[g]] = _Node(g, source.op, source.args, {}, source.shape, source.dtype,
-                                            into=(node.out, index, uses[g] > 1))
+                                            into=(node.out, index))
                 written[j] = True
         nodes[k] = _Node(node.out, WRITE_BLOCKS, node.args, dict(node.params, written=tuple(written)), node.shape,
                          node.dtype)
@@ -372,7 +367,8 @@ def _body(writer: _Writer, nodes: list, indent: str) -> list:
 
 
 def _lines(writer: _Writer, node: _Node, out: str | None = None) -> list:
-    """The source of one node; ``out``: a buffer an op that is a NumPy ufunc writes into (``out=``)."""
+    """The source of one node; ``out``: where an op that takes ``out=`` (:func:`_writes_into`) writes
+    its result, which it returns as a ufunc does: ``v10 = tanh(v8, out=V10[t])``."""
     name, p = node.op.name, node.params
     if name == "getitem" and p["basic"] and _index_source(p["index"]) is not None:
         return [f"{node.out} = {node.args[0]}[{_index_source(p['index'])}]"]
@@ -388,13 +384,10 @@ def _lines(writer: _Writer, node: _Node, out: str | None = None) -> list:
                 if not w]
     params = [f"{k}={writer.constant(v)}" for k, v in p.items()]
     if node.into is not None:
-        buffer, index, read_again = node.into
-        if read_again:  # the value is its block of the buffer
-            return [f"{node.out} = {buffer}[{_index_source(index)}]",
-                    f"{writer.op(node.op)}({', '.join(node.args)}, out={node.out})"]
-        return [f"{writer.op(node.op)}({', '.join(node.args)}, out={buffer}[{_index_source(index)}])"]
+        buffer, index = node.into
+        out = f"{buffer}[{_index_source(index)}]"
     if out is not None:
-        return [f"{node.out} = {out}", f"{writer.op(node.op)}({', '.join([*node.args, *params])}, out={node.out})"]
+        return [f"{node.out} = {writer.op(node.op)}({', '.join([*node.args, *params])}, out={out})"]
     return [f"{node.out} = {writer.op(node.op)}({', '.join([*node.args, *params])})"]
 
 
@@ -851,7 +844,7 @@ def _writes_into(forward) -> bool:
 
 def _written_into(writer: _Writer, nodes: list, targets: dict, indent: str, zeroed: bool = False) -> tuple[list, dict]:
     """The lines of ``nodes``, where an op that takes ``out=`` writes a value named in ``targets``
-    straight into its place there (``v10 = V10[t]; tanh(v8, out=v10)``) instead of a new array
+    straight into its place there (``v10 = tanh(v8, out=V10[t])``) instead of a new array
     that is copied after; with ``zeroed`` (the places hold zeros), a buffer of gate blocks is
     the place itself.  Returns the lines and the values so written, with their places."""
     lines, direct = [], {}
@@ -900,11 +893,7 @@ def _batched_lines(writer: _Writer, fission: _Fission, direct: dict, returns: li
         if target is None and isinstance(node.op.forward, np.ufunc) and not node.params:  # over its input
             target = next((a for a in node.args if a in fresh and uses[a] == 1 and a not in into
                            and shapes[a.lower()] == shapes[node.out.lower()]), None)
-        if target is None:
-            lines += ["    " + line for line in _lines(writer, node)]
-        else:
-            call = _lines(writer, node)[0].split(" = ", 1)[1]
-            lines.append(f"    {node.out} = {call[:-1]}, out={target})")
+        lines += ["    " + line for line in _lines(writer, node, out=target)]
         if node.op.name != "getitem" and (isinstance(node.op.forward, np.ufunc) or node.op.forward in _OUT_KERNELS):
             fresh.add(node.out)
     return lines
@@ -945,7 +934,8 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
     constants = set(parts.writer.constants.values())
     before, inside = _hoist(parts.forward_nodes, set(captured) | constants)
     # residuals that are loop invariants (W.T): kept once, as residuals[0], not once per step
-    hoisted = [r for r in parts.residuals if r in {n.out for n in before}]
+    hoisted_names = {n.out for n in before}
+    hoisted = [r for r in parts.residuals if r in hoisted_names]
     if parts.backward_nodes is not None:
         b_before, b_inside = _hoist(parts.backward_nodes, set(parts.captured_read_names) | constants | set(hoisted))
         invariant = set(parts.captured_read_names) | constants | set(hoisted) | {n.out for n in b_before}

@@ -487,14 +487,15 @@ def test_the_backward_loop_computes_the_gate_derivatives_for_all_steps_at_once()
     # per-step product multiplies it in place, as the NumPy LSTM's dz
     assert "D16 = sigmoid_derivative(V1, out=GX0)" in before_loop
     assert "derivative" not in loop and "tanh_backward" not in loop
-    assert "sigmoid(v0, out=v1)" in forward and "tanh(v8, out=v10)" in forward  # written into their stacks
+    assert "v1 = sigmoid(v0, out=V1[t])" in forward and "v10 = tanh(v8, out=V10[t])" in forward  # into their stacks
     # the gate blocks' cotangents are written into one buffer by the products, that into GX0[t]
-    assert "mul(b0, v10, out=b15[:, 12:16])" in loop and "b16 = GX0[t]" in loop and "GX0[t] = " not in loop
+    assert "mul(b0, v10, out=b15[:, 12:16])" in loop and "b16 = mul(b15, d16, out=GX0[t])" in loop
+    assert "GX0[t] = " not in loop
 
 
 def test_a_stacked_output_is_its_own_stack():
     forward, backward = _loop_sources(RNNCell(3, 4, dtype=np.float64))
-    assert "tanh(v0, out=v1)" in forward and "Y0[t] =" not in forward  # h_t is written into the output once
+    assert "v1 = tanh(v0, out=V1[t])" in forward and "Y0[t] =" not in forward  # h_t is written into the output once
     assert "D1 = tanh_derivative(V1, out=GX0)" in backward  # 1 - h_t**2 for all t, then times dL/dh_t in place
 
 
