@@ -23,6 +23,7 @@ import builtins
 import collections
 import functools
 import keyword
+import math
 import re
 import time
 
@@ -342,7 +343,18 @@ def _live(nodes: list, returns: list) -> list:
 
 
 def _param_key(value):
-    """A hashable key of a parameter: literals by value, anything else (arrays) by identity."""
+    """A hashable key of a parameter: literals by value, anything else (arrays) by identity.
+
+    Every trace keys every parameter, so ints, strings, slices and tuples of them (an index, a
+    shape) are keyed by type and value without writing their source (``1``, ``1.0`` and ``True``
+    differ, as their source does)."""
+    kind = type(value)
+    if kind is int or kind is str or kind is bool or value is None:
+        return kind, value
+    if kind is tuple:
+        return kind, tuple(map(_param_key, value))
+    if kind is slice:
+        return kind, _param_key(value.start), _param_key(value.stop), _param_key(value.step)
     source = _literal(value)
     return ("literal", source) if source is not None else ("object", id(value))
 
@@ -485,25 +497,26 @@ def trace(fn, args: list, structure, requires_grad: list) -> _Trace:
         MODE.set(previous)
     outputs, out_structure = flatten(result)
     slots = {t: f"a{i}" for i, t in enumerate(standins)}
-    shapes = {f"a{i}": (a.shape, a.dtype) for i, a in enumerate(args)}
     order, captured = walk_back(outputs, slots, start)
     for k, t in enumerate(captured):
         slots[t] = f"c{k}"
-        shapes[slots[t]] = (t.shape, t.dtype)
-    nodes = []
     for k, t in enumerate(order):
-        entry = t._entry
         slots[t] = f"v{k}"
-        shapes[slots[t]] = (t.shape, t.dtype)
-        nodes.append(_Node(f"v{k}", entry.op, tuple(slots[x] for x in entry.inputs), entry.params, t.shape, t.dtype))
+    entries = [t._entry for t in order]
+    wiring = [tuple(slots[x] for x in entry.inputs) for entry in entries]
+    # Every call of a scan traces, and most find their program cached: the key is made from the
+    # tape directly, and the nodes only when a program is built.
     key = (
         tuple((a.shape, a.dtype.str) for a in args), tuple(requires_grad), structure, out_structure,
         tuple((t.shape, t.dtype.str, t._requires_grad) for t in captured),
-        tuple((id(n.op), n.args, tuple((k, _param_key(v)) for k, v in n.params.items())) for n in nodes),
+        tuple((id(e.op), w, tuple((k, _param_key(v)) for k, v in e.params.items())) for e, w in zip(entries, wiring)),
         tuple(slots[t] for t in outputs),
     )
 
     def build(differentiate: bool) -> Program:
+        shapes = {f"a{i}": (a.shape, a.dtype) for i, a in enumerate(args)}
+        shapes.update((slots[t], (t.shape, t.dtype)) for t in captured + order)
+        nodes = [_Node(slots[t], e.op, w, e.params, t.shape, t.dtype) for t, e, w in zip(order, entries, wiring)]
         return _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, differentiate)
 
     return _Trace(key, captured, outputs, out_structure, build)
@@ -1097,7 +1110,7 @@ def _split(packed, shapes) -> list:
     """Views of ``packed`` (an array or Tensor), one per shape, in order."""
     parts, start = [], 0
     for shape in shapes:
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         part = packed[start:start + size]
         parts.append(part.reshape(shape) if isinstance(part, np.ndarray) else ops.reshape(part, shape))
         start += size
@@ -1311,7 +1324,7 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     captured = [t._data for t in tr.captured]
     y_shapes = [(T,) + t.shape for t in tr.outputs[nc:]]
     out_shapes = [c.shape for c in carry_leaves] + y_shapes
-    packed = np.empty(sum(int(np.prod(s)) for s in out_shapes), next(iter(dtypes)))
+    packed = np.empty(sum(math.prod(s) for s in out_shapes), next(iter(dtypes)))
     parts = _split(packed, out_shapes)
     ys = parts[nc:]
     xs_data = [x._data for x in x_leaves]

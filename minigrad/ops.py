@@ -18,6 +18,7 @@ no rule of their own; multi-pass NumPy kernels live in :mod:`minigrad._kernels`.
 from __future__ import annotations
 
 import builtins
+import itertools
 import math
 import numbers
 
@@ -537,7 +538,7 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
     (axis,) = _normalize_axis(axis, ndim, "concatenate")
     if any(s[:axis] + s[axis + 1 :] != shapes[0][:axis] + shapes[0][axis + 1 :] for s in shapes):
         raise ValueError(f"concatenate: shapes {shapes} must match in every dimension except axis {axis}")
-    bounds = tuple(np.cumsum([0] + [s[axis] for s in shapes]).tolist())
+    bounds = (0, *itertools.accumulate(s[axis] for s in shapes))
     data = CONCATENATE.forward(*(t._data for t in tensors), axis=axis, bounds=bounds)
     return _record(CONCATENATE, data, tuple(tensors), {"axis": axis, "bounds": bounds})
 

@@ -187,6 +187,12 @@ def _checkpointed(cell, x, state, masks, reverse, compile, k):  # noqa: A002
     return ops.concatenate(outs, axis=0), state
 
 
+def _stack_finals(*finals: Tensor) -> Tensor:
+    """The final states of every layer and direction, (layers * directions, B, ...), as PyTorch's h_n.
+    One layer's is a view of its state (one op, not a stack's two per state)."""
+    return ops.expand_dims(finals[0], 0) if len(finals) == 1 else ops.stack(finals, axis=0)
+
+
 def _carry_first(step_result):
     output, new_state = step_result
     return new_state, output
@@ -415,7 +421,7 @@ class Recurrent(Module):
                 all_states.append(steps)
             x = outs[0] if D == 1 else ops.concatenate(outs, axis=-1)
 
-        h_n = tree_map(lambda *leaves: ops.stack(leaves, axis=0), *finals)
+        h_n = tree_map(_stack_finals, *finals)
         if not batched:
             x = ops.squeeze(x, 1)
             h_n = tree_map(lambda t: ops.squeeze(t, 1), h_n)
