@@ -242,12 +242,16 @@ def _fuse_slice_cotangents(nodes: list, returns: list, shapes: dict) -> list:
     uses.update(name for r in returns for name in (r if isinstance(r, tuple) else (r,)))
 
     def terms(name):
-        """The (g, index, basic) slice terms summed in ``name``, if it is only such a sum used once."""
+        """The (g, index, basic) slice terms summed in ``name``, if it is only such a sum: one slice
+        (its buffer is then left to dead code, also where several sums read it, as a GRU's do), or
+        a sum of several used once."""
         node = producers.get(name)
-        if node is None or uses[name] != 1:
+        if node is None:
             return None
         if node.op.name == "scatter_add":
             return [(node.args[0], node.params["index"], node.params["basic"])]
+        if uses[name] != 1:
+            return None
         if node.op.name == "scatter_sum":
             return list(zip(node.args, node.params["indices"], node.params["basics"]))
         return None
