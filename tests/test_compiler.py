@@ -493,6 +493,31 @@ def test_the_backward_loop_computes_the_gate_derivatives_for_all_steps_at_once()
     assert "GX0[t] = " not in loop
 
 
+def test_an_unused_gate_block_gives_the_nan_eager_gives():
+    # a sigmoid over two blocks of which the step uses one: eager's VJP multiplies the other block's
+    # zero cotangent by sigmoid', which is NaN where its pre-activation is NaN; compiled must agree
+    H, rng = 3, np.random.default_rng(0)
+    weight = mg.Tensor(rng.standard_normal((H, 2 * H)) * 0.5, requires_grad=True)
+
+    def step(h, x_t):
+        gates = ops.sigmoid(x_t + h @ weight)
+        h = gates[:, :H] * ops.tanh(h) + x_t[:, :H]
+        return h, h
+
+    xs = rng.standard_normal((4, 2, 2 * H))
+    xs[2, 1, H + 1] = np.nan  # in the unused block only: the outputs stay finite
+    results = []
+    for compile in (True, False):  # noqa: A001
+        weight.grad = None
+        h0, x = mg.Tensor(np.full((2, H), 0.1), requires_grad=True), mg.Tensor(xs, requires_grad=True)
+        final, ys = mg.scan(step, h0, x, compile=compile)
+        (ys * ys).sum().backward()
+        results.append([ys.data, final.data, h0.grad.data, x.grad.data, weight.grad.data])
+    assert np.isfinite(results[1][0]).all() and np.isnan(results[1][4]).any()  # eager: NaN in the weight's gradient
+    assert_same(*results, np.float64)
+    np.testing.assert_array_equal(np.isnan(results[0][4]), np.isnan(results[1][4]))
+
+
 def test_a_stacked_output_is_its_own_stack():
     forward, backward = _loop_sources(RNNCell(3, 4, dtype=np.float64))
     assert "v1 = tanh(v0, out=V1[t])" in forward and "Y0[t] =" not in forward  # h_t is written into the output once
