@@ -19,8 +19,8 @@ from .autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad, tap
 from .memory import retain_freed_memory
 from .ops import (
     abs, add, addmm, astype, broadcast_to, chunk, clip, concatenate, div, exp, expand_dims, flip, log, matmul,
-    max, maximum, mean, min, minimum, mul, neg, pow, relu, reshape, sigmoid, split, sqrt, squeeze, stack, sub,
-    sum, sum_to, swapaxes, tanh, transpose, var, where,
+    max, maximum, mean, min, minimum, mul, neg, pow, relu, reshape, sigmoid, split, sqrt, squeeze, stack,
+    standardize, sub, sum, sum_to, swapaxes, tanh, transpose, var, where,
 )
 from .autograd import grad
 from .tensor import Tensor, arange, ones, ones_like, rand, randn, tensor, uniform, zeros, zeros_like

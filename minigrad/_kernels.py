@@ -46,6 +46,14 @@ def sigmoid(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.reciprocal(z, out=z)
 
 
+def standardize(x: np.ndarray, axis: tuple | None, eps: float) -> np.ndarray:
+    """(x - mean) / sqrt(var + eps) over ``axis`` (the biased variance), in x's float dtype."""
+    centered = x - np.mean(x, axis=axis, keepdims=True)
+    var = np.mean(np.square(centered), axis=axis, keepdims=True)
+    centered *= 1 / np.sqrt(var + eps)  # one (.., 1) reciprocal, then one pass
+    return centered
+
+
 def tanh_derivative(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """1 - y**2, where y = tanh(x); into ``out`` if given (as a ufunc's ``out=``)."""
     d = np.multiply(y, y, out=np.empty_like(y) if out is None else out)

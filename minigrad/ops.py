@@ -419,6 +419,36 @@ def var(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     return sum(centered * centered, axis, keepdims) / (_count(x, axis) - ddof)
 
 
+def _standardize_rule(g, ans, x, axis, eps):
+    # y = (x - mean) * r, r = (var + eps)**-0.5: dx = r * (g - mean(g) - y * mean(g * y)) (Ba et al.
+    # 2016; PyTorch's layer_norm_backward).  r is recomputed from x with ops, so that the rule is
+    # differentiable too.  The Jacobian is symmetric, so the same rule is the JVP of a tangent g.
+    centered = x - mean(x, axis, keepdims=True)
+    r = (mean(centered * centered, axis, keepdims=True) + eps) ** -0.5
+    return r * (g - mean(g, axis, keepdims=True) - ans * mean(g * ans, axis, keepdims=True))
+
+
+STANDARDIZE = defjvp(defvjp(primitive(K.standardize, "standardize"), _standardize_rule), _standardize_rule)
+
+
+def standardize(x, axis=-1, eps: float = 1e-5) -> Tensor:
+    """``(x - mean(x)) / sqrt(var(x) + eps)`` over ``axis`` (int, tuple, or None for all), with the
+    biased variance: the normalization of a layer norm, as one op (``jax.nn.standardize``; PyTorch's
+    ``layer_norm`` without weight and bias).  Same shape and float dtype as ``x``; its VJP is
+    ``r * (g - mean(g) - y * mean(g * y))`` with ``r = 1 / sqrt(var + eps)``.
+
+    Raises:
+        ValueError: ``eps`` is negative, or an axis is out of range.
+    """
+    x = as_operand(x, op="standardize")
+    axis = _normalize_axis(axis, x.ndim, "standardize")
+    if not eps >= 0:
+        raise ValueError(f"standardize: eps must be >= 0; got {eps!r}")
+    if x.dtype.kind != "f":
+        x = astype(x, np.float64)
+    return _record(STANDARDIZE, K.standardize(x._data, axis, float(eps)), (x,), {"axis": axis, "eps": float(eps)})
+
+
 # ----------------------------------------------------------------------------- shape
 RESHAPE = defvjp(primitive(lambda x, shape: x.reshape(shape), "reshape"), lambda g, ans, x, shape: reshape(g, x.shape))
 TRANSPOSE = defvjp(primitive(np.transpose, "transpose"), lambda g, ans, x, axes: transpose(g, *np.argsort(axes)))

@@ -347,6 +347,7 @@ OPS = {  # name: f(x, y) for float tensors x, y of shape (2, 3) with positive va
     "where": lambda x, y: mg.where(x.data > 1, x, y),
     "sum": lambda x, y: x.sum(axis=0), "mean": lambda x, y: x.mean(axis=1, keepdims=True),
     "max": lambda x, y: x.max(axis=1), "min": lambda x, y: x.min(), "var": lambda x, y: x.var(axis=0, ddof=1),
+    "standardize": lambda x, y: mg.standardize(x, axis=(0, 1)),
     "reshape": lambda x, y: x.reshape(3, 2), "transpose": lambda x, y: x.transpose(1, 0), "T": lambda x, y: x.T,
     "mT": lambda x, y: x.mT, "swapaxes": lambda x, y: x.swapaxes(0, 1), "expand_dims": lambda x, y: x.expand_dims(1),
     "squeeze": lambda x, y: x[:1].squeeze(0), "broadcast_to": lambda x, y: x.broadcast_to((4, 2, 3)),

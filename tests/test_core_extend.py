@@ -23,6 +23,7 @@ STEPS = {
     "clip/where": lambda y: mg.where(y > 0, mg.clip(y, -0.5, 0.5), y * 0.5),
     "sum_to/broadcast_to": lambda y: y + mg.broadcast_to(mg.sum_to(y, (1, 4)), (3, 4)),
     "matmul/addmm": lambda y: mg.addmm(B, y, W) - y @ W,
+    "standardize": lambda y: mg.standardize(y) + mg.standardize(y, axis=0, eps=0.1) * y,
     "sum/max/min": lambda y: y - mg.max(y, axis=1, keepdims=True) + mg.min(y, axis=0) + mg.sum(y, axis=1, keepdims=True),
     "reshape/transpose/flip": lambda y: mg.flip(mg.transpose(mg.reshape(mg.reshape(y, (12,)) * 2, (4, 3))), 0),
     "astype": lambda y: mg.astype(mg.astype(y, np.float32) * 2, np.float64),

@@ -278,6 +278,24 @@ def test_var(case, data):
     assert check_grads(lambda x: mg.var(x, axis=axis, keepdims=keepdims, ddof=ddof), [x])
 
 
+@given(case=reduction_case(), eps=st.sampled_from([0.1, 1.0]))
+def test_standardize(case, eps):
+    x, axis, _ = case
+    mu = np.mean(x.data, axis=axis, keepdims=True)
+    expected = (x.data - mu) / np.sqrt(np.var(x.data, axis=axis, keepdims=True) + eps)
+    assert_forward(mg.standardize(x, axis=axis, eps=eps), expected)
+    assert check_grads(lambda x: mg.standardize(x, axis=axis, eps=eps), [x])
+
+
+def test_standardize_rejects_a_negative_eps_and_a_bad_axis():
+    x = mg.ones((2, 3))
+    with pytest.raises(ValueError, match=r"standardize: eps must be >= 0; got -1.0"):
+        mg.standardize(x, eps=-1.0)
+    with pytest.raises(ValueError, match="standardize"):
+        mg.standardize(x, axis=2)
+    assert mg.standardize(mg.ones(3, dtype=np.float32)).dtype == np.float32
+
+
 def test_max_and_min_split_ties_equally():
     x = mg.tensor([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]], requires_grad=True)
     (mg.max(x, axis=1).sum() + mg.min(x)).backward()

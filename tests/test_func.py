@@ -45,6 +45,7 @@ CASES = {
     "matmul": (lambda x, y: x @ y, [(2, 3, 4), (4, 2)], None),
     "addmm": (mg.addmm, [(2,), (3, 4), (4, 2)], None),
     "sum": (lambda x: mg.sum(x, axis=1), [(3, 4)], None),
+    "standardize": (lambda x: mg.standardize(x, axis=1, eps=0.1), [(3, 4)], None),
     "max": (lambda x: mg.max(x, axis=0), [(3, 4)], lambda k, a: a + np.arange(a.size).reshape(a.shape)),
     "min": (lambda x: mg.min(x, axis=1, keepdims=True), [(3, 4)], lambda k, a: a + np.arange(a.size).reshape(a.shape)),
     "reshape": (lambda x: mg.reshape(x, (4, 3)), [(3, 4)], None),

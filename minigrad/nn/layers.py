@@ -166,9 +166,7 @@ class LayerNorm(Module):
             raise ValueError(
                 f"LayerNorm: input of shape {x.shape} must end in normalized_shape {self.normalized_shape}"
             )
-        centered = x - ops.mean(x, self._axes, keepdims=True)
-        var = ops.mean(centered * centered, self._axes, keepdims=True)
-        y = centered * (var + self.eps) ** -0.5
+        y = ops.standardize(x, self._axes, self.eps)
         if self.weight is not None:
             y = y * self.weight
         if self.bias is not None:
