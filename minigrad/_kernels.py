@@ -46,12 +46,37 @@ def sigmoid(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.reciprocal(z, out=z)
 
 
+def _reciprocal_std(centered: np.ndarray, axis: tuple | None, eps: float, count: int) -> np.ndarray:
+    """1 / sqrt(mean(centered**2) + eps) over ``axis``, kept as (.., 1) dims."""
+    variance = np.add.reduce(np.multiply(centered, centered), axis=axis, keepdims=True) * (1 / count if count else np.nan)
+    return 1 / np.sqrt(variance + eps)  # an empty reduction: NaN, as np.mean's
+
+
+def _centered(x: np.ndarray, axis: tuple | None) -> tuple[np.ndarray, int]:
+    """x - mean(x) over ``axis`` (a new array), and how many elements each mean is over."""
+    total = np.add.reduce(x, axis=axis, keepdims=True)
+    count = x.size // total.size if total.size else 0
+    return np.asarray(x - total * (1 / count if count else np.nan)), count  # (a 0-d x gives NumPy scalars)
+
+
 def standardize(x: np.ndarray, axis: tuple | None, eps: float) -> np.ndarray:
-    """(x - mean) / sqrt(var + eps) over ``axis`` (the biased variance), in x's float dtype."""
-    centered = x - np.mean(x, axis=axis, keepdims=True)
-    var = np.mean(np.square(centered), axis=axis, keepdims=True)
-    centered *= 1 / np.sqrt(var + eps)  # one (.., 1) reciprocal, then one pass
+    """(x - mean) / sqrt(var + eps) over ``axis`` (the biased variance), in x's float dtype.
+    (``np.add.reduce`` times 1/count, not ``np.mean``, whose Python wrapper costs more than the sum.)"""
+    centered, count = _centered(x, axis)
+    centered *= _reciprocal_std(centered, axis, eps, count)
     return centered
+
+
+def standardize_vjp(g: np.ndarray, y: np.ndarray, x: np.ndarray, axis: tuple | None, eps: float) -> np.ndarray:
+    """The VJP of ``y = standardize(x)``: r * (g - mean(g) - y * mean(g * y)), r = 1 / sqrt(var(x) + eps)."""
+    centered, count = _centered(x, axis)
+    r = _reciprocal_std(centered, axis, eps, count)
+    scale = 1 / count if count else np.nan
+    mean_gy = np.add.reduce(np.multiply(g, y, out=centered), axis=axis, keepdims=True) * scale
+    dx = np.subtract(g, np.multiply(y, mean_gy, out=centered), out=centered)  # centered's buffer, reused
+    dx -= np.add.reduce(g, axis=axis, keepdims=True) * scale
+    dx *= r
+    return dx
 
 
 def tanh_derivative(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

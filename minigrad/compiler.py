@@ -148,11 +148,19 @@ def _simplify(nodes: list, returns: list, shapes: dict) -> tuple[list, list]:
     """Drop identities (``sum_to``/``reshape``/``broadcast_to`` to the input's own shape, ``astype`` to
     its dtype), merge common subexpressions and remove dead code; ``returns`` are kept.
 
+    A sum with a negation, ``add(g, neg(b))`` (a ``sub``'s VJP meeting another term), becomes
+    ``sub(g, b)``: the same rounding, one op fewer once the ``neg`` is dead.
+
     Returns the kept nodes, ``returns`` renamed, and the renaming (``alias``)."""
-    alias, kept, seen = {}, [], {}
+    alias, kept, seen, negated = {}, [], {}, {}
     for node in nodes:
         args = tuple(alias.get(a, a) for a in node.args)
         name = node.op.name
+        if node.op is ops.neg.op:
+            negated[node.out] = args[0]
+        elif node.op is ops.add.op and not node.params and any(a in negated for a in args):
+            g, b = args if args[1] in negated else args[::-1]
+            node.op, args = ops.sub.op, (g, negated[b])
         if len(args) == 1 and (
                 (name in _IDENTITIES and tuple(node.params.get(_IDENTITIES[name], ())) == shapes[args[0]][0])
                 or (name == "astype" and np.dtype(node.params["dtype"]) == shapes[args[0]][1])):
@@ -771,7 +779,7 @@ class _Fission:
                 if factor is None:
                     continue
                 node = factor
-            self.batched.append(self._on_stacks(node, available))
+            self.batched.append(self._on_stacks(node, available, shapes))
             available.add(node.out)
             made.add(node.out)
         self.per_step = _write_directly([n for n in self.per_step if n.out not in dropped], returns)
@@ -831,24 +839,36 @@ class _Fission:
 
     @staticmethod
     def _batchable(node, available, invariant, shapes) -> bool:
-        """An elementwise op (or basic indexing) of stacked values of its own shape and loop invariants."""
+        """An elementwise op of stacked values of its own rank (so that their leading T axes line up)
+        and loop invariants, basic indexing, or a reduction over ``axis`` of one stacked value."""
         stacked = [a for a in node.args if a in available]
         if not stacked or node.into is not None or any(a not in available and a not in invariant for a in node.args):
             return False
         if node.op.name == "getitem":
             return node.params["basic"] and _index_source(node.params["index"]) is not None
-        return node.op.elementwise and not node.params and all(shapes[a][0] == node.shape for a in stacked)
+        if node.op in _REDUCTIONS:
+            return len(node.args) == 1
+        return node.op.elementwise and not node.params and all(len(shapes[a][0]) == len(node.shape) for a in stacked)
 
     @staticmethod
-    def _on_stacks(node, available):
-        """``node`` on the stacks of its per-step arguments (``V10`` for ``v10``; an index behind ``:``)."""
+    def _on_stacks(node, available, shapes):
+        """``node`` on the stacks of its per-step arguments (``V10`` for ``v10``; an index behind ``:``;
+        a reduction's axes one further right)."""
         params = node.params
         if node.op.name == "getitem":
             index = params["index"] if isinstance(params["index"], tuple) else (params["index"],)
             params = dict(params, index=(slice(None),) + index)
+        elif node.op in _REDUCTIONS:
+            axis = params["axis"]  # normalized by the op: a sorted tuple, or None for every axis
+            ndim = len(shapes[node.args[0]][0])
+            params = dict(params, axis=tuple(range(1, ndim + 1)) if axis is None else tuple(a + 1 for a in axis))
         args = tuple(_stack_name(a) if a in available else a for a in node.args)
         return _Node(_stack_name(node.out), node.op, args, params, None, node.dtype)
 
+
+# Ops whose ``axis`` param names the axes each output element reduces (or normalizes) over: on a
+# stack of steps, the same op over the same axes, one further right.
+_REDUCTIONS = frozenset({ops.SUM, ops.MAX, ops.MIN, ops.STANDARDIZE})
 
 # Kernels that take ``out=`` as a ufunc does, and like one return a new array without it.
 _OUT_KERNELS = (K.sigmoid, K.tanh_derivative, K.sigmoid_derivative)
@@ -998,7 +1018,7 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
     f += [f"    return ({', '.join(carry)}{',' if carry else ''})"]
     stacks = [aliases.get(name, name) for name in stacks]
     if fission is None:
-        return "\n".join(f), None, stacks
+        return "\n".join(f), None, stacks, {}
 
     seeds = [f"g{k}" for k in range(nc + len(ys))]
     G, GX = [f"G{k}" for k in range(len(ys))], [f"GX{k}" for k in range(nx)]
@@ -1016,7 +1036,9 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
     for j, i in enumerate(program.differentiable):
         if nc <= i < nc + nx and parts.backward_returns[j] != "None":
             targets.setdefault(_dense_base(parts.backward_returns[j], fission.per_step), f"GX{i - nc}[t]")
-    body, direct = _written_into(parts.writer, fission.per_step, targets, "        ", zeroed=True)  # gxs: zeros
+    row_sums = _row_sums(program, nc, nx, fission.per_step)
+    per_step = [n for n in fission.per_step if n.out not in {name for name, _ in row_sums.values()}]
+    body, direct = _written_into(parts.writer, per_step, targets, "        ", zeroed=True)  # gxs: zeros
     if fission.batched:
         b.append("    # what reads only forward values, for all steps at once")
         b += _batched_lines(parts.writer, fission, direct, parts.backward_returns, parts.shapes)
@@ -1050,6 +1072,8 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
                     b.append(f"        {side}[{j}] = {k}  # the {side[:-1]} factors are GX{k}, already stacked")
                 else:
                     b.append(f"        {side}[{j}].append({factor})")
+        elif j in row_sums:
+            continue
         elif r != "None":
             b.append(f"        np.add(sums[{j}], {r}, out=sums[{j}])")
     news = []
@@ -1061,8 +1085,42 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
         b += ["        else:"] + ([f"            {', '.join(seeds[:nc])}, = {', '.join(news)},"] if nc else ["            pass"])
     elif nc:
         b += [f"        {', '.join(seeds[:nc])}, = {', '.join(news)},"]
+    b += [f"    # sums[{j}] = {name}: the sum of {where[0]}[{where[1]}]'s rows, after the loop"
+          for j, (name, where) in row_sums.items()]
     b += [f"    return ({', '.join(seeds[:nc])}{',' if nc else ''})"]
-    return "\n".join(f), "\n".join(b), stacks
+    return "\n".join(f), "\n".join(b), stacks, row_sums
+
+
+def _row_sums(program: Program, nc: int, nx: int, per_step: list) -> dict:
+    """The weights' cotangents that are ``sum_to(f, (n,))`` of a (B, n) factor the loop keeps for all
+    steps anyway (a GRU's b_hn beside W_hh's outer product; x_t's cotangent in GX): summed once,
+    over the stacked rows, after the loop, not per step.
+
+    Returns ``{j: (name, where)}``: j indexes ``differentiable``, ``name`` is the per-step sum_to
+    that is not run, ``where`` the factor's rows: ``("lefts" or "rights", j2)`` or ``("gxs", k)``."""
+    parts = program.parts
+    kept = {}
+    for j, i in enumerate(program.differentiable):
+        r = parts.backward_returns[j]
+        if nc <= i < nc + nx and r != "None":
+            kept.setdefault(r, ("gxs", i - nc))
+    for j in program.outer:
+        left, right = parts.backward_returns[j]
+        kept.setdefault(left, ("lefts", j))
+        kept.setdefault(right, ("rights", j))
+    producers = {n.out: n for n in per_step}
+    read = collections.Counter(a for n in per_step for a in n.args)
+    read.update(x for r in parts.backward_returns for x in (r if isinstance(r, tuple) else (r,)))
+    row_sums = {}
+    for j, i in enumerate(program.differentiable):
+        node = producers.get(parts.backward_returns[j])
+        if i < nc + nx or j in program.outer or node is None or node.op is not ops.SUM_TO or read[node.out] != 1:
+            continue
+        f = node.args[0]
+        shape = parts.shapes[f][0]
+        if f in kept and len(shape) == 2 and tuple(node.params["shape"]) == shape[1:]:
+            row_sums[j] = (node.out, kept[f])
+    return row_sums
 
 
 def _loops(program: Program, nc: int, nx: int, ranks: list, masked: bool):
@@ -1071,14 +1129,14 @@ def _loops(program: Program, nc: int, nx: int, ranks: list, masked: bool):
     loops = program.__dict__.setdefault("loops", {})
     if key not in loops:
         began = time.perf_counter()
-        forward_source, backward_source, stacks = _loop_source(program, nc, nx, ranks, masked)
+        forward_source, backward_source, stacks, row_sums = _loop_source(program, nc, nx, ranks, masked)
         namespace = dict(program.parts.writer.namespace, _widen=_widen)
         exec(forward_source, namespace)  # noqa: S102 - our own generated source
         if backward_source:
             exec(backward_source, namespace)  # noqa: S102
         # (shape, dtype) of one step, or the index of the y that is the stack
         stack_specs = [name if isinstance(name, int) else program.parts.shapes[name] for name in stacks]
-        loops[key] = (namespace["forward_loop"], namespace.get("backward_loop"), stack_specs)
+        loops[key] = (namespace["forward_loop"], namespace.get("backward_loop"), stack_specs, row_sums)
         STATS["build_seconds"] += time.perf_counter() - began
     return loops[key]
 
@@ -1156,21 +1214,21 @@ class _Loop(_Run):
         lefts, rights = [[] for _ in differentiable], [[] for _ in differentiable]
         gxs = [np.zeros(x.shape, x.dtype) for x in self.x_tensors]
         zeros = [np.zeros(c.shape, c.dtype) for c in self.carry_tensors]
-        backward_loop = _loops(program, nc, nx, self.ranks, self.masks is not None)[1]
+        _, backward_loop, _, row_sums = _loops(program, nc, nx, self.ranks, self.masks is not None)
         captured = [self.captured[k]._data for k in program.captured_read]
         g_carry = backward_loop(self.times, parts[:nc], parts[nc:], self.residuals, self.stacks, captured, gxs,
                                 self.masks, sums, lefts, rights, zeros)
         grads = list(g_carry) + gxs + [None] * len(self.captured)
         in_time_order = np.argsort(self.times[::-1], kind="stable")  # the backward loop ran reversed(times)
-        for j, i in enumerate(differentiable):
-            if i < nc + nx:
-                continue
-            if j not in program.outer:
-                grads[i] = sums[j]
-                continue
+        rows = {("gxs", k): gx.reshape(-1, gx.shape[-1]) for k, gx in enumerate(gxs) if gx.ndim}
+        for j in program.outer:
             # in time order if the other factor is stacked in gxs (time order); else as the loop ran
             order = in_time_order if isinstance(lefts[j], int) or isinstance(rights[j], int) else None
-            grads[i] = _rows(lefts[j], gxs, order).T @ _rows(rights[j], gxs, order)
+            rows["lefts", j], rows["rights", j] = _rows(lefts[j], gxs, order), _rows(rights[j], gxs, order)
+            grads[differentiable[j]] = rows["lefts", j].T @ rows["rights", j]
+        for j, i in enumerate(differentiable):
+            if i >= nc + nx and j not in program.outer:
+                grads[i] = sums[j] if j not in row_sums else np.add.reduce(rows[row_sums[j][1]], axis=0)
         return [np.zeros(x.shape, x.dtype) if g is None else g.astype(x.dtype, copy=False)
                 for g, x in zip(grads, inputs)]
 
@@ -1276,7 +1334,7 @@ def scan_source(step, init, xs, masked: bool = False) -> str:
     program = tr.build(True)
     nc = len(carry_leaves)
     ranks = [c.ndim for c in carry_leaves] + [t.ndim for t in tr.outputs[nc:]]
-    forward_loop, backward_loop, _ = _loop_source(program, nc, len(x_leaves), ranks, masked)
+    forward_loop, backward_loop, _, _ = _loop_source(program, nc, len(x_leaves), ranks, masked)
     return "\n\n".join(part for part in (program.source(), forward_loop, backward_loop) if part)
 
 
@@ -1334,7 +1392,7 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     xs_data = [x._data for x in x_leaves]
     residuals = [] if differentiate else None
     ranks = [c.ndim for c in carry_leaves] + [t.ndim for t in tr.outputs[nc:]]
-    forward_loop, _, stack_specs = _loops(program, nc, len(x_leaves), ranks, masks is not None)
+    forward_loop, _, stack_specs, _ = _loops(program, nc, len(x_leaves), ranks, masks is not None)
     stacks = [ys[spec] if isinstance(spec, int) else np.empty((T,) + spec[0], spec[1]) for spec in stack_specs]
     carry = forward_loop(times, [c._data for c in carry_leaves], xs_data, captured, ys, residuals, stacks, masks)
     for part, c in zip(parts, carry):

@@ -118,6 +118,7 @@ class NestedCell(RecurrentCell):
         "slices": lambda a, b, w: ops.concatenate([a[:, 1:], b[:, :1]], axis=1),
         "exp_div": lambda a, b, w: ops.exp(-(a * a)) / (1 + b * b),
         "sum_broadcast": lambda a, b, w: a + ops.sum(b, axis=1, keepdims=True),
+        "standardize": lambda a, b, w: ops.standardize(a, eps=0.1) + ops.standardize(b, axis=None, eps=0.5),
     }
 
     def __init__(self, size, program, rng):
@@ -516,6 +517,53 @@ def test_an_unused_gate_block_gives_the_nan_eager_gives():
     assert np.isfinite(results[1][0]).all() and np.isnan(results[1][4]).any()  # eager: NaN in the weight's gradient
     assert_same(*results, np.float64)
     np.testing.assert_array_equal(np.isnan(results[0][4]), np.isnan(results[1][4]))
+
+
+def test_a_layer_norms_statistics_are_recomputed_for_all_steps_at_once():
+    # the standardize rule recomputes 1 / sqrt(var + eps) from its forward input: a reduction of
+    # residuals only, so it runs once over the (T, B, 4H) stack, over the same axis one further right
+    forward, backward = _loop_sources(LayerNormLSTMCell(3, 4, dtype=np.float64))
+    before_loop, loop = backward.split("for t in reversed(times):")
+    assert "v1 = matmul(a0, v0, out=V1[t])" in forward  # the normalized input, written into its stack
+    assert "= sum_op" in before_loop and "(V1, axis=(2,), keepdims=True)" in before_loop
+    assert "(v1, axis" not in loop and "(v12, axis" not in loop  # per step only the cotangent's means
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_bias_gradient_is_summed_from_rows_kept_for_all_steps(masked):
+    # b's cotangent is sum_to(g, (H,)) of a per-step factor the loop stacks anyway (x_t's cotangent
+    # in GX; W's outer-product factor): one sum after the loop, not one per step
+    H, rng = 3, np.random.default_rng(0)
+    W = mg.Tensor(rng.standard_normal((H, H)) * 0.5, requires_grad=True)
+    b = mg.Tensor(rng.standard_normal(H), requires_grad=True)
+    c = mg.Tensor(rng.standard_normal(H), requires_grad=True)
+
+    def step(h, x_t):
+        h = ops.tanh(x_t + b + h @ W) + c * h  # c's cotangent, sum_to(g * h), stays per step
+        return h, h
+
+    xs = mg.Tensor(np.ones((4, 2, H)), requires_grad=True)
+    loop = compiler.scan_source(step, mg.Tensor(np.zeros((2, H))), xs).split("for t in reversed(times):")[1]
+    assert "# sums[4] = b10: the sum of gxs[0]'s rows, after the loop" in loop
+    assert loop.count("sum_to(") == 1 and "np.add(sums[4]" not in loop
+    masks = [None, np.array([True, False]), np.array([True, False]), None] if masked else None
+    results = []
+    for compile in (True, False):  # noqa: A001
+        for p in (W, b, c):
+            p.grad = None
+        h0 = mg.Tensor(np.full((2, H), 0.1), requires_grad=True)
+        x = mg.Tensor(np.arange(24.0).reshape(4, 2, H) / 10, requires_grad=True)
+        final, ys = mg.scan(step, h0, x, masks=masks, compile=compile)
+        ((ys * ys).sum() + final.sum()).backward()
+        results.append([ys.data, final.data, h0.grad.data, x.grad.data, W.grad.data, b.grad.data, c.grad.data])
+    assert_same(*results, np.float64)
+
+
+def test_a_sum_with_a_negation_is_a_subtraction():
+    # a GRU's (1 - z) * n + z * h: sub's VJP negates, and that term meets another: one sub, no neg
+    _, backward = _loop_sources(GRUCell(3, 4, dtype=np.float64))
+    assert "neg(" not in backward and " = sub(b0, b2)" in backward
+    assert "sums[3] = b18: the sum of rights[2]'s rows" in backward  # b_hn's, beside W_hh's outer product
 
 
 def test_a_stacked_output_is_its_own_stack():

@@ -287,6 +287,18 @@ def test_standardize(case, eps):
     assert check_grads(lambda x: mg.standardize(x, axis=axis, eps=eps), [x])
 
 
+@pytest.mark.parametrize("axis", [-1, (0, 2), None])
+def test_standardize_vjp_kernel_equals_its_rule(axis):
+    # backward without a graph runs the NumPy kernel (lazy_vjp); with create_graph, the rule in ops
+    rng = np.random.default_rng(0)
+    x = mg.tensor(rng.standard_normal((3, 4, 5)) * 3 + 1, requires_grad=True)
+    g = rng.standard_normal((3, 4, 5))
+    (kernel,) = mg.grad((mg.standardize(x, axis) * g).sum(), [x])
+    (rule,) = mg.grad((mg.standardize(x, axis) * g).sum(), [x], create_graph=True)
+    np.testing.assert_allclose(kernel.data, rule.data, rtol=1e-12, atol=1e-12)
+    assert np.abs(kernel.data).max() > 0.1
+
+
 def test_standardize_rejects_a_negative_eps_and_a_bad_axis():
     x = mg.ones((2, 3))
     with pytest.raises(ValueError, match=r"standardize: eps must be >= 0; got -1.0"):
