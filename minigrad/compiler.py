@@ -1220,7 +1220,7 @@ class _Loop(_Run):
                                 self.masks, sums, lefts, rights, zeros)
         grads = list(g_carry) + gxs + [None] * len(self.captured)
         in_time_order = np.argsort(self.times[::-1], kind="stable")  # the backward loop ran reversed(times)
-        rows = {("gxs", k): gx.reshape(-1, gx.shape[-1]) for k, gx in enumerate(gxs) if gx.ndim}
+        rows = {("gxs", k): gx.reshape(-1, gx.shape[-1]) for k, gx in enumerate(gxs)}
         for j in program.outer:
             # in time order if the other factor is stacked in gxs (time order); else as the loop ran
             order = in_time_order if isinstance(lefts[j], int) or isinstance(rights[j], int) else None
