@@ -12,7 +12,7 @@ def sum_to(a: np.ndarray, shape: tuple) -> np.ndarray:
     """Sum ``a`` over the dimensions that broadcasting added or stretched, down to ``shape``."""
     lead = a.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and a.shape[lead + i] != 1)
-    return (a.sum(axis=axes) if axes else a).reshape(shape)
+    return (np.add.reduce(a, axis=axes) if axes else a).reshape(shape)
 
 
 def addmm(input: np.ndarray, mat1: np.ndarray, mat2: np.ndarray) -> np.ndarray:  # noqa: A002
@@ -44,6 +44,11 @@ def sigmoid(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         np.exp(z, out=z)
     z += 1
     return np.reciprocal(z, out=z)
+
+
+def relu(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """max(a, 0), NaN passing through (``np.maximum``); into ``out`` if given (as a ufunc's ``out=``)."""
+    return np.maximum(a, 0, out=out)
 
 
 def _reciprocal_std(centered: np.ndarray, axis: tuple | None, eps: float, count: int) -> np.ndarray:

@@ -570,6 +570,8 @@ def test_a_stacked_output_is_its_own_stack():
     forward, backward = _loop_sources(RNNCell(3, 4, dtype=np.float64))
     assert "v1 = tanh(v0, out=V1[t])" in forward and "Y0[t] =" not in forward  # h_t is written into the output once
     assert "D1 = tanh_derivative(V1, out=GX0)" in backward  # 1 - h_t**2 for all t, then times dL/dh_t in place
+    forward, _ = _loop_sources(IndRNNCell(3, 4, dtype=np.float64))
+    assert "v2 = relu(v1, out=Y0[t])" in forward and "Y0[t] =" not in forward  # relu's kernel takes out= too
 
 
 @pytest.mark.parametrize("elementwise", [True, False])
