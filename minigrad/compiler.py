@@ -1209,12 +1209,13 @@ class _Loop(_Run):
         parts = _split(packed, self.out_shapes)
         inputs = [t._data for t in self.carry_tensors + self.x_tensors + self.captured]
         differentiable = program.differentiable
-        sums = [np.zeros(inputs[i].shape, inputs[i].dtype) if nc + nx <= i and j not in program.outer else None
+        _, backward_loop, _, row_sums = _loops(program, nc, nx, self.ranks, self.masks is not None)
+        sums = [np.zeros(inputs[i].shape, inputs[i].dtype)
+                if nc + nx <= i and j not in program.outer and j not in row_sums else None
                 for j, i in enumerate(differentiable)]
         lefts, rights = [[] for _ in differentiable], [[] for _ in differentiable]
         gxs = [np.zeros(x.shape, x.dtype) for x in self.x_tensors]
         zeros = [np.zeros(c.shape, c.dtype) for c in self.carry_tensors]
-        _, backward_loop, _, row_sums = _loops(program, nc, nx, self.ranks, self.masks is not None)
         captured = [self.captured[k]._data for k in program.captured_read]
         g_carry = backward_loop(self.times, parts[:nc], parts[nc:], self.residuals, self.stacks, captured, gxs,
                                 self.masks, sums, lefts, rights, zeros)

@@ -402,7 +402,7 @@ def min(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
 
 
 def _count(x: Tensor, axes) -> int:
-    return x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
+    return x.size if axes is None else math.prod(x.shape[a] for a in axes)
 
 
 def mean(x, axis=None, keepdims: bool = False) -> Tensor:
@@ -424,8 +424,7 @@ def _standardize_rule(g, ans, x, axis, eps):
     # y = (x - mean) * r, r = (var + eps)**-0.5: dx = r * (g - mean(g) - y * mean(g * y)) (Ba et al.
     # 2016; PyTorch's layer_norm_backward).  r is recomputed from x with ops, so that the rule is
     # differentiable too.  The Jacobian is symmetric, so the same rule is the JVP of a tangent g.
-    centered = x - mean(x, axis, keepdims=True)
-    r = (mean(centered * centered, axis, keepdims=True) + eps) ** -0.5
+    r = (var(x, axis, keepdims=True) + eps) ** -0.5
     return r * (g - mean(g, axis, keepdims=True) - ans * mean(g * ans, axis, keepdims=True))
 
 
@@ -447,6 +446,7 @@ def standardize(x, axis=-1, eps: float = 1e-5) -> Tensor:
 
     Raises:
         ValueError: ``eps`` is negative, or an axis is out of range.
+        TypeError: ``axis`` is not an int, a tuple of ints or None.
     """
     x = as_operand(x, op="standardize")
     axis = _normalize_axis(axis, x.ndim, "standardize")
