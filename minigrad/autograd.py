@@ -476,7 +476,8 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
     MODE.set(previous_mode.replace(grad_enabled=create_graph, anomaly=False))
     lazy = not (create_graph or anomaly)  # lazy terms only when no graph is built
     try:
-        for t in reversed(order):
+        while order:  # popped, so that a tensor backward has passed is freed (the loss, the products)
+            t, gx = order.pop(), None
             g = cotangents.pop(t, None)
             if type(g) is _Cotangent:
                 g = g.dense if g.lefts is None else g.total()
@@ -599,9 +600,12 @@ def _changed_since(t, clock: int) -> bool:
 
 
 def _check_versions(t, entry):
-    """Refuse stale saved values; called only when the clock moved since ``entry`` was recorded."""
-    stale = [i for i, x in enumerate(entry.inputs) if _changed_since(x, entry.clock)]
-    if stale or _changed_since(t, entry.clock):
+    """Refuse stale saved values (only those the op saves: ``extend.saves``); called only when the
+    clock moved since ``entry`` was recorded."""
+    saved = entry.op.saved_inputs
+    stale = [i for i, x in enumerate(entry.inputs)
+             if (saved is None or i in saved) and _changed_since(x, entry.clock)]
+    if stale or (entry.op.saves_output and _changed_since(t, entry.clock)):
         what = f"input {stale[0]} (shape {entry.inputs[stale[0]].shape})" if stale else f"its output (shape {t.shape})"
         raise RuntimeError(
             f"{entry.op.name}: {what}, saved for the backward pass, was modified in place after the op ran; "

@@ -27,7 +27,7 @@ import numpy as np
 
 from .tensor import Tensor, as_operand
 
-__all__ = ["Op", "primitive", "defvjp", "defvjp_argnum", "defjvp", "defjvp_argnums"]
+__all__ = ["Op", "primitive", "defvjp", "defvjp_argnum", "defjvp", "defjvp_argnums", "saves"]
 
 
 class Op:
@@ -60,10 +60,13 @@ class Op:
         elementwise: each output element depends only on the input elements at its position
             (after NumPy broadcasting), so the op may run on a stack of many calls' inputs at once:
             a compiled loop runs such ops of its backward over all steps in one call.
+        saved_inputs, saves_output: which values the rules read (:func:`saves`): the positions of
+            those inputs (None: all) and whether the output.  Backward refuses an entry whose
+            saved values changed in place after the op ran; the others may change.
     """
 
     __slots__ = ("name", "forward", "rules", "argnum_rule", "vjps", "broadcasts", "lazy_vjp", "max_inputs",
-                 "trusted", "jvp_rules", "jvp_argnums", "elementwise")
+                 "trusted", "jvp_rules", "jvp_argnums", "elementwise", "saved_inputs", "saves_output")
 
     def __init__(self, forward, name: str | None = None, broadcasts: bool = False, elementwise: bool = False):
         if not callable(forward):
@@ -76,6 +79,7 @@ class Op:
         self.max_inputs = _max_positional(forward)
         self.trusted = False
         self.jvp_rules, self.jvp_argnums = (), None
+        self.saved_inputs, self.saves_output = None, True  # until saves() says less: every value
 
     def __repr__(self):
         return f"Op({self.name})"
@@ -218,6 +222,28 @@ def trust(op: Op) -> Op:
     """
     op.trusted = True
     op._build_vjps()
+    return op
+
+
+def saves(op: Op, *inputs: int, output: bool = False) -> Op:
+    """Declare that the VJP rules of ``op`` read the values of only these inputs (positions), and of
+    the output if ``output``; of the others they read at most the shape and dtype.  Returns ``op``.
+
+    PyTorch's autograd saves for backward only the tensors a formula of ``derivatives.yaml`` names,
+    and checks the version of only those.  So does minigrad after this declaration: an input or
+    output not saved may change in place after the op ran, which a compiled loop relies on when it
+    reuses the memory of the projection it was given (:func:`minigrad.scan`'s ``donate_xs``).  Without
+    it every value counts as saved, which is always safe.  Declare only what the rules and the
+    ``lazy_vjp`` truly leave unread: a wrong declaration lets a changed value through unnoticed.
+
+    Raises:
+        TypeError: ``op`` is not an Op, or a position is not an int.
+    """
+    if not isinstance(op, Op):
+        raise TypeError(f"saves: expected an Op made by minigrad.extend.primitive; got {type(op).__name__}")
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in inputs):
+        raise TypeError(f"saves: input positions of {op.name} must be ints; got {inputs!r}")
+    op.saved_inputs, op.saves_output = frozenset(inputs), bool(output)
     return op
 
 

@@ -25,7 +25,7 @@ import numbers
 import numpy as np
 
 from . import _kernels as K
-from .extend import Op, defjvp, defjvp_argnums, defvjp, defvjp_argnum, primitive, trust
+from .extend import Op, defjvp, defjvp_argnums, defvjp, defvjp_argnum, primitive, saves, trust
 from .autograd import refuse_value_read
 from .tensor import Tensor, as_operand
 
@@ -685,6 +685,15 @@ for _value in list(globals().values()):
     _op = getattr(_value, "op", _value)
     if isinstance(_op, Op):
         trust(_op)
+
+# What these ops' rules read (extend.saves); every other op keeps all its values saved.  A linear
+# layer's output (reshape of addmm) is then saved by nothing: a compiled loop may reuse its memory.
+for _op in (add.op, sub.op, neg.op, SUM, SUM_TO, BROADCAST_TO, RESHAPE, TRANSPOSE, FLIP, ASTYPE, CONCATENATE,
+            GETITEM, SCATTER_ADD):
+    saves(_op)  # shapes and dtypes only
+saves(mul.op, 0, 1)
+saves(MATMUL, 0, 1)
+saves(ADDMM, 1, 2)
 
 
 # ----------------------------------------------------------------------------- Tensor methods

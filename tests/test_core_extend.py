@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import minigrad as mg
 from minigrad import ops
-from minigrad.extend import Op, defvjp, defvjp_argnum, primitive
+from minigrad.extend import Op, defvjp, defvjp_argnum, primitive, saves
 from minigrad.testing import check_grads, floats, tensors
 
 W = mg.Tensor(np.linspace(-1, 1, 16).reshape(4, 4), requires_grad=True)
@@ -114,6 +114,29 @@ def test_a_user_op_gets_hooks_version_checks_and_anomaly_mode():
     with mg.detect_anomaly(), np.errstate(divide="ignore"), \
             pytest.raises(FloatingPointError, match=r"my_log forward output holds NaN or Inf"):
         bad(mg.tensor([0.0, 1.0], requires_grad=True))
+
+
+def test_a_user_op_declares_what_its_rules_read():
+    def scale_op():  # x * s, whose rule reads neither value: g * s is a parameter
+        return defvjp(primitive(lambda x, s: x * s, "scale"), lambda g, ans, x, s: g * s)
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    checked, declared = scale_op(), saves(scale_op())
+    assert (checked.saved_inputs, checked.saves_output) == (None, True)  # by default every value
+    assert (declared.saved_inputs, declared.saves_output) == (frozenset(), False)
+    for op in (checked, declared):
+        y = op(x * 1, s=3.0)
+        with mg.no_grad():
+            y.mul_(0)
+        if op is checked:
+            with pytest.raises(RuntimeError, match="scale: its output .* modified in place"):
+                y.sum().backward()
+        else:
+            y.sum().backward()
+            np.testing.assert_array_equal(x.grad.data, [3.0, 3.0])
+    with pytest.raises(TypeError, match=r"saves: input positions of scale must be ints; got \(True,\)"):
+        saves(scale_op(), True)
+    with pytest.raises(TypeError, match="saves: expected an Op"):
+        saves(np.exp)
 
 
 def test_a_broadcasting_user_op_gets_its_cotangents_summed_back():

@@ -52,6 +52,36 @@ def test_changing_a_copy_or_an_unrelated_tensor_is_not_refused():
     np.testing.assert_array_equal(x.grad.data, [1.0, 2.0, 3.0])
 
 
+def test_only_the_values_a_rule_reads_are_version_checked():
+    # As PyTorch: add's and reshape's rules read no values, so their inputs may change after them;
+    # addmm's read mat1 and mat2, not its bias nor its output; exp's read its output.
+    x = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    w = mg.tensor([1.0, 2.0, 3.0])
+    y = (x + w).reshape(3, 1)
+    w.add_(1)
+    (y * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad.data, [2.0, 2.0, 2.0])
+
+    bias, mat1 = mg.tensor([[0.5, 0.5]]), mg.tensor([[1.0, 2.0, 3.0]])
+    mat2 = mg.tensor(np.ones((3, 2)), requires_grad=True)
+    out = mg.addmm(bias, mat1, mat2)
+    with mg.no_grad():
+        out.mul_(0)  # its output: saved by nothing
+    bias.add_(1)
+    out.sum().backward()
+    np.testing.assert_array_equal(mat2.grad.data, [[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    kept = mg.addmm(bias, mat1, mat2)
+    mat1.add_(1)  # mat1: saved
+    with pytest.raises(RuntimeError, match=f"addmm: input 1 .*{STALE}"):
+        kept.sum().backward()
+
+    e = mg.exp(x)
+    with mg.no_grad():
+        e.mul_(2)
+    with pytest.raises(RuntimeError, match=f"exp: its output .*{STALE}"):
+        e.sum().backward()
+
+
 # ----------------------------------------------------------------------------- hooks
 @pytest.mark.parametrize("hook, what", [
     (lambda g: g.sum(), r"shape \(\) and dtype float64"),
