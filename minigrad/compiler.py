@@ -1016,9 +1016,12 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
     if carry:
         f += [f"        {', '.join(carry)}, = {', '.join(n_names)},"]
     f += [f"    return ({', '.join(carry)}{',' if carry else ''})"]
+    over_xs = _over_xs(inside, xt, [v for v in stacks if v not in aliases], direct, set(kept) | set(stacks) |
+                       set(new_carry) | set(ys), parts.shapes)
     stacks = [aliases.get(name, name) for name in stacks]
+    over_xs = {stacks.index(name): k for name, k in over_xs.items()}
     if fission is None:
-        return "\n".join(f), None, stacks, {}
+        return "\n".join(f), None, stacks, {}, {}
 
     seeds = [f"g{k}" for k in range(nc + len(ys))]
     G, GX = [f"G{k}" for k in range(len(ys))], [f"GX{k}" for k in range(nx)]
@@ -1088,7 +1091,37 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
     b += [f"    # sums[{j}] = {name}: the sum of {where[0]}[{where[1]}]'s rows, after the loop"
           for j, (name, where) in row_sums.items()]
     b += [f"    return ({', '.join(seeds[:nc])}{',' if nc else ''})"]
-    return "\n".join(f), "\n".join(b), stacks, row_sums
+    return "\n".join(f), "\n".join(b), stacks, row_sums, over_xs
+
+
+def _makes_new_array(op) -> bool:
+    """Whether ``op``'s kernel returns a new array, never a view of an input (a built-in that computes)."""
+    return op.trusted and (op.elementwise or op in (ops.MATMUL, ops.ADDMM, ops.STANDARDIZE, ops.CONCATENATE))
+
+
+def _over_xs(inside: list, xt: list, stacks: list, direct: dict, kept: set, shapes: dict) -> dict:
+    """``{stack: k}``: the stacks whose step values may be written over ``x_t = X_k[t]`` when ``X_k``
+    is donated (:func:`scan`'s ``donate_xs``): of x_t's shape and dtype, written after the step's
+    last read of x_t or of a view of it, with x_t kept by nothing (no residual, stack, carry or y
+    is x_t or a view of it).  The NumPy LSTM writes its gates over its projection this way."""
+    written_at = {node.out: i for i, node in enumerate(inside)}
+    over, taken = {}, set()
+    for k, x in enumerate(xt):
+        views, last_read = {x}, -1  # x_t and what may be a view of it
+        for i, node in enumerate(inside):
+            if views.intersection(node.args) or (node.into is not None and node.into[0] in views):
+                last_read = i
+                if not _makes_new_array(node.op):
+                    views.add(node.out)
+        if views & kept:
+            continue
+        for name in stacks:
+            if name not in taken and name in written_at and shapes[name] == shapes[x] and (
+                    name not in direct or written_at[name] > last_read):  # (else copied after the step)
+                over[name] = k
+                taken.add(name)
+                break
+    return over
 
 
 def _row_sums(program: Program, nc: int, nx: int, per_step: list) -> dict:
@@ -1129,14 +1162,14 @@ def _loops(program: Program, nc: int, nx: int, ranks: list, masked: bool):
     loops = program.__dict__.setdefault("loops", {})
     if key not in loops:
         began = time.perf_counter()
-        forward_source, backward_source, stacks, row_sums = _loop_source(program, nc, nx, ranks, masked)
+        forward_source, backward_source, stacks, row_sums, over_xs = _loop_source(program, nc, nx, ranks, masked)
         namespace = dict(program.parts.writer.namespace, _widen=_widen)
         exec(forward_source, namespace)  # noqa: S102 - our own generated source
         if backward_source:
             exec(backward_source, namespace)  # noqa: S102
         # (shape, dtype) of one step, or the index of the y that is the stack
         stack_specs = [name if isinstance(name, int) else program.parts.shapes[name] for name in stacks]
-        loops[key] = (namespace["forward_loop"], namespace.get("backward_loop"), stack_specs, row_sums)
+        loops[key] = (namespace["forward_loop"], namespace.get("backward_loop"), stack_specs, row_sums, over_xs)
         STATS["build_seconds"] += time.perf_counter() - began
     return loops[key]
 
@@ -1198,10 +1231,11 @@ class _Loop(_Run):
     """One run of a compiled step over a sequence (:func:`scan`)."""
 
     def __init__(self, program, carry_tensors, x_tensors, captured, times, masks, residuals, stacks, ranks, packed,
-                 out_shapes):
+                 out_shapes, donated):
         self.program, self.carry_tensors, self.x_tensors, self.captured = program, carry_tensors, x_tensors, captured
         self.times, self.masks, self.residuals, self.stacks, self.ranks = times, masks, residuals, stacks, ranks
         self.packed, self.out_shapes, self.n_carry = packed, out_shapes, len(carry_tensors)
+        self.donated = donated  # the xs whose arrays hold stacks now (scan's donate_xs)
         self.cotangents = None  # (the packed cotangent they are for, one Tensor per input)
 
     def _backward(self, packed: np.ndarray) -> list:
@@ -1209,7 +1243,7 @@ class _Loop(_Run):
         parts = _split(packed, self.out_shapes)
         inputs = [t._data for t in self.carry_tensors + self.x_tensors + self.captured]
         differentiable = program.differentiable
-        _, backward_loop, _, row_sums = _loops(program, nc, nx, self.ranks, self.masks is not None)
+        _, backward_loop, _, row_sums, _ = _loops(program, nc, nx, self.ranks, self.masks is not None)
         sums = [np.zeros(inputs[i].shape, inputs[i].dtype)
                 if nc + nx <= i and j not in program.outer and j not in row_sums else None
                 for j, i in enumerate(differentiable)]
@@ -1217,7 +1251,8 @@ class _Loop(_Run):
         gxs = [np.zeros(x.shape, x.dtype) for x in self.x_tensors]
         zeros = [np.zeros(c.shape, c.dtype) for c in self.carry_tensors]
         captured = [self.captured[k]._data for k in program.captured_read]
-        g_carry = backward_loop(self.times, parts[:nc], parts[nc:], self.residuals, self.stacks, captured, gxs,
+        residuals = list(self.residuals)  # the loop pops its copy: a retained graph runs backward again
+        g_carry = backward_loop(self.times, parts[:nc], parts[nc:], residuals, self.stacks, captured, gxs,
                                 self.masks, sums, lefts, rights, zeros)
         grads = list(g_carry) + gxs + [None] * len(self.captured)
         in_time_order = np.argsort(self.times[::-1], kind="stable")  # the backward loop ran reversed(times)
@@ -1235,11 +1270,13 @@ class _Loop(_Run):
 
     def _eager_cotangents(self, g: Tensor) -> list:
         """The step program run again as minigrad ops on this run's own inputs and captured tensors
-        (never the step function: what it reads may have changed since), differentiated, recorded."""
+        (never the step function: what it reads may have changed since), differentiated, recorded.
+        A donated xs is recomputed from its tape entries, its array holding the loop's stacks now."""
         nc = self.n_carry
         carry, ys = list(self.carry_tensors), [[None] * len(self.times) for _ in self.out_shapes[nc:]]
+        xs = [_recompute(x, autograd._owner(x._data)) if k in self.donated else x for k, x in enumerate(self.x_tensors)]
         for t in self.times:
-            env = dict(zip(self.program.parts.input_names, carry + [x[t] for x in self.x_tensors] + self.captured))
+            env = dict(zip(self.program.parts.input_names, carry + [x[t] for x in xs] + self.captured))
             results = _interpret(self.program, env)
             new, y = results[:nc], results[nc:]
             mask = None if self.masks is None else self.masks[t]
@@ -1250,8 +1287,7 @@ class _Loop(_Run):
             for k, v in enumerate(y):
                 ys[k][t] = v
         outputs = carry + [ops.stack(steps) for steps in ys]
-        return _differentiate_eagerly(outputs, self.carry_tensors + self.x_tensors + self.captured,
-                                      _split(g, self.out_shapes))
+        return _differentiate_eagerly(outputs, self.carry_tensors + xs + self.captured, _split(g, self.out_shapes))
 
 
 def _interpret(program, env: dict) -> list:
@@ -1335,11 +1371,44 @@ def scan_source(step, init, xs, masked: bool = False) -> str:
     program = tr.build(True)
     nc = len(carry_leaves)
     ranks = [c.ndim for c in carry_leaves] + [t.ndim for t in tr.outputs[nc:]]
-    forward_loop, backward_loop, _, _ = _loop_source(program, nc, len(x_leaves), ranks, masked)
+    forward_loop, backward_loop, _, _, _ = _loop_source(program, nc, len(x_leaves), ranks, masked)
     return "\n\n".join(part for part in (program.source(), forward_loop, backward_loop) if part)
 
 
-def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True):  # noqa: A002
+def _donate(over_xs: dict, stacks: list, x_leaves: list, others: list) -> list:
+    """Put each stack that may go over a donated xs (:func:`_over_xs`) into that tensor's array, if
+    the array is contiguous, shares no memory with the loop's other inputs and holds values only
+    recorded ops made, none saving them; returns which xs were so donated."""
+    donated = []
+    for s, k in over_xs.items():
+        x = x_leaves[k]._data
+        if x.flags.c_contiguous and x.flags.writeable and _recomputable(x_leaves[k], autograd._owner(x)) and \
+                not any(np.may_share_memory(x, other) for other in others + [y._data for y in x_leaves] if other is not x):
+            stacks[s] = x
+            donated.append(k)
+    return donated
+
+
+def _recomputable(t: Tensor, memory: np.ndarray) -> bool:
+    """Whether the values of ``t`` in ``memory`` were made by recorded ops whose rules read none of
+    them (:func:`minigrad.extend.saves`): the memory may then be written over, and the ops replayed."""
+    entry = t._entry
+    if entry is None or entry.inputs is None or entry.op.saves_output or entry.op.saved_inputs is None:
+        return False
+    return all(i not in entry.op.saved_inputs and _recomputable(x, memory)
+               for i, x in enumerate(entry.inputs) if np.may_share_memory(x._data, memory))
+
+
+def _recompute(t: Tensor, memory: np.ndarray) -> Tensor:
+    """``t`` made again, recorded, by replaying the tape entries that wrote its values into ``memory``
+    (a donated array, since written over): the same function of the same inputs."""
+    entry = t._entry
+    inputs = tuple(_recompute(x, memory) if np.may_share_memory(x._data, memory) else x for x in entry.inputs)
+    return entry.op(*inputs, **entry.params)
+
+
+def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True,  # noqa: A002
+         donate_xs: bool = False):
     """Loop ``step`` over the leading axis of ``xs``, compiled (JAX's ``lax.scan``).
 
     ``step(carry, x_t) -> (carry, y_t)``: ``carry`` is a Tensor or a nest (tuples, lists, dicts)
@@ -1356,6 +1425,14 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     terms in one matmul.  ``create_graph=True`` through it runs the step program again as
     minigrad ops on the loop's own inputs and differentiates that, so higher derivatives are exact.  ``compile=False``, anomaly mode, or
     leaves of several dtypes run the loop eagerly (the reference semantics).
+
+    ``donate_xs=True`` gives the loop the memory of ``xs`` (JAX's buffer donation): a forward value
+    it saves for backward, of x_t's shape, is written over x_t once the step has read it, as the
+    NumPy LSTM writes its gates over its input projection; ``xs`` then holds those values.  Pass
+    it only for ``xs`` nothing else reads afterwards (the sequence driver donates the projection
+    it made).  A leaf of ``xs`` is taken only if recorded ops made it and none of their VJP rules
+    read it (:func:`minigrad.extend.saves`); it is marked changed in place, so anything else that
+    saved it refuses in backward; ``create_graph`` through the loop recomputes it from its tape.
 
     Raises:
         ValueError: ``xs`` has no steps, or leaves of different lengths.
@@ -1393,14 +1470,19 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     xs_data = [x._data for x in x_leaves]
     residuals = [] if differentiate else None
     ranks = [c.ndim for c in carry_leaves] + [t.ndim for t in tr.outputs[nc:]]
-    forward_loop, _, stack_specs, _ = _loops(program, nc, len(x_leaves), ranks, masks is not None)
-    stacks = [ys[spec] if isinstance(spec, int) else np.empty((T,) + spec[0], spec[1]) for spec in stack_specs]
+    forward_loop, _, stack_specs, _, over_xs = _loops(program, nc, len(x_leaves), ranks, masks is not None)
+    stacks = [ys[spec] if isinstance(spec, int) else None for spec in stack_specs]
+    donated = _donate(over_xs, stacks, x_leaves, [c._data for c in carry_leaves] + captured) \
+        if donate_xs and differentiate else []
+    stacks = [np.empty((T,) + spec[0], spec[1]) if stack is None else stack for stack, spec in zip(stacks, stack_specs)]
     carry = forward_loop(times, [c._data for c in carry_leaves], xs_data, captured, ys, residuals, stacks, masks)
     for part, c in zip(parts, carry):
         part[...] = c
+    for k in donated:  # what saved these values now refuses in backward; the scan's own entry comes after
+        x_leaves[k]._mark_changed()
 
     run = _Loop(program, carry_leaves, x_leaves, tr.captured, times, masks, residuals, stacks, ranks, packed,
-                out_shapes)
+                out_shapes, donated)
     leaves = _record(SCAN, run, tuple(carry_leaves) + tuple(x_leaves) + tuple(tr.captured), differentiate)
     y_structure = flatten(unflatten(tr.out_structure, tr.outputs)[1])[1]
     return unflatten(carry_structure, leaves[:nc]), unflatten(y_structure, leaves[nc:])

@@ -15,6 +15,9 @@ Every cell the sequence driver (:func:`minigrad_rnn.run_cell`,
   ones).  The driver calls it once per sequence, before the steps, so a cell
   may also prepare per-sequence values there (the built-in cells transpose
   ``weight_hh`` and draw their variational dropout masks).  Default: identity.
+  A projection in new memory is the driver's: once the compiled steps have read
+  it, they may write their saved activations over it (:func:`minigrad.scan`'s
+  ``donate_xs``), so a cell does not keep it.
 * ``step(x_t, state) -> (output_t, new_state)``: one time step; ``x_t`` is
   ``projected[t]`` (B, ...), ``state`` any Tensor or tuple/list/dict of Tensors with
   the batch first (an LSTM's is ``(h, c)``), ``output_t`` (B, output_size).

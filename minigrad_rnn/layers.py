@@ -105,6 +105,12 @@ def _project(cell, x: Tensor) -> Tensor:
     return cell.project(x) if hasattr(cell, "project") else x
 
 
+def _new_memory(projected, x: Tensor) -> bool:
+    """Whether the projection shares no memory with the input: then only the driver holds it, and the
+    compiled loop may write over it (:func:`minigrad.scan`'s ``donate_xs``)."""
+    return not any(np.may_share_memory(p._data, x._data) for p in tree_leaves(projected))
+
+
 def _sequence(cell, x: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool,  # noqa: A002
               checkpoint_every: int | None = None):
     """The cell over ``x`` (T, B, I): its input projection, then the time loop; returns
@@ -116,11 +122,14 @@ def _sequence(cell, x: Tensor, state, masks, reverse: bool, keep_states: bool, c
     """
     if checkpoint_every and not keep_states and x.shape[0] > checkpoint_every:
         return (*_checkpointed(cell, x, state, masks, reverse, compile, checkpoint_every), None)
-    return _time_loop(cell, _project(cell, x), state, masks, reverse, keep_states, compile)
+    projected = _project(cell, x)
+    return _time_loop(cell, projected, state, masks, reverse, keep_states, compile, _new_memory(projected, x))
 
 
-def _time_loop(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool):  # noqa: A002
-    """The time loop over the projected input, compiled (:func:`minigrad.scan`) or eager.
+def _time_loop(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool,  # noqa: A002
+               donate: bool = False):
+    """The time loop over the projected input, compiled (:func:`minigrad.scan`, which may write over
+    ``projected`` if ``donate``) or eager.
 
     Per-step states (``return_states``) come from the eager loop: a compiled loop has no tensor per step
     to hook.  A step that cannot be traced (it reads values, or a VJP rule computes a constant from
@@ -129,7 +138,7 @@ def _time_loop(cell, projected: Tensor, state, masks, reverse: bool, keep_states
     if compile and not keep_states:
         try:
             final, out = scan(lambda carry, x_t: _carry_first(cell.step(x_t, carry)), state, projected,
-                              reverse=reverse, masks=masks)
+                              reverse=reverse, masks=masks, donate_xs=donate)
             return out, final, None
         except TraceError as error:
             warnings.warn(f"{type(cell).__name__}: running eagerly, the step cannot be compiled: {error}",
@@ -172,14 +181,16 @@ def _checkpointed(cell, x, state, masks, reverse, compile, k):  # noqa: A002
         a, b = starts[n], min(starts[n] + k, T)
 
         def segment(part, *leaves, a=a, b=b, first=n == order[0]):
+            projected = part  # a slice of the one projection, which backward reads again: not donated
             if per_segment:
                 resume = None if first else generator_states(generators)
                 set_generator_states(generators, start)
-                part = _project(cell, part)
+                projected = _project(cell, part)
                 if resume is not None:
                     set_generator_states(generators, resume)
-            out, final, _ = _time_loop(cell, part, tree_unflatten(state_like, list(leaves)),
-                                       None if masks is None else masks[a:b], reverse, False, compile)
+            out, final, _ = _time_loop(cell, projected, tree_unflatten(state_like, list(leaves)),
+                                       None if masks is None else masks[a:b], reverse, False, compile,
+                                       _new_memory(projected, part))
             return out, final
 
         state_like = state  # its nesting (the same for every segment)

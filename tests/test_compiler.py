@@ -436,6 +436,82 @@ def test_the_tape_counts_a_compiled_loops_residuals():
     assert scan_line.saved_bytes > inputs + 10 * 2 * 16 * 8  # at least each step's gate activations
 
 
+def _loop_run(out):
+    """The run of the compiled loop whose tape entry made ``out``."""
+    return next(line.entry.params["run"] for line in mg.tape(out.sum()) if line.op == "scan")
+
+
+def test_an_lstm_writes_its_gate_activations_over_its_input_projection():
+    # scan's donate_xs, as the NumPy LSTM: the projection's memory holds the sigmoid gates; gradients,
+    # a retained second backward and second derivatives (which recompute the projection) equal eager's
+    x_array = np.random.default_rng(1).standard_normal((5, 2, 3))
+    results = []
+    for compile in (True, False):  # noqa: A001
+        lstm = LSTM(3, 4, dtype=np.float64, rng=np.random.default_rng(0), compile=compile)
+        x = mg.Tensor(x_array, requires_grad=True)
+        out, _ = lstm(x)
+        if compile:
+            run = _loop_run(out)
+            assert run.donated == [0] and np.shares_memory(run.stacks[0], run.x_tensors[0]._data)
+            assert np.all((run.x_tensors[0]._data > 0) & (run.x_tensors[0]._data < 1))  # sigmoids now
+        wrt = [x, *lstm.parameters()]
+        first = mg.grad((out * out).sum(), wrt, retain_graph=True)
+        again = mg.grad((out * out).sum(), wrt, create_graph=True)
+        second = mg.grad(sum((g * g).sum() for g in again), [x, lstm.weight_ih_l0])
+        results.append([out.data, *[g.data for g in first + again + second]])
+    assert_same(*results, np.float64)
+
+
+def test_a_retained_graph_runs_the_compiled_backward_again():
+    # the backward loop pops its own copy of the residuals: the second pass finds them all
+    gru = GRU(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
+    out, _ = gru(mg.Tensor(np.random.default_rng(1).standard_normal((4, 2, 2))))
+    loss = (out * out).sum()
+    loss.backward(retain_graph=True)
+    once = [p.grad.data.copy() for p in gru.parameters()]
+    loss.backward()
+    for p, g in zip(gru.parameters(), once):
+        np.testing.assert_allclose(p.grad.data, 2 * g, rtol=1e-14)
+
+
+def _sigmoid_gate_step(W):
+    """A step whose sigmoid stack has x_t's shape and is written after x_t's last read: donatable."""
+    def step(h, x_t):
+        s = ops.sigmoid(x_t + h @ W)
+        return s * h + 1.0, s * h
+    return step
+
+
+def test_scan_takes_donated_memory_only_where_nothing_saved_it():
+    W = mg.Tensor(np.random.default_rng(0).standard_normal((2, 2)), requires_grad=True)
+    a = mg.Tensor(np.random.default_rng(1).standard_normal((4, 1, 2)), requires_grad=True)
+    h0 = mg.Tensor(np.ones((1, 2)))
+    cases = {"a leaf": lambda: a, "saved by exp": lambda: ops.exp(a), "made by mul": lambda: a * 2.0}
+    for what, make in cases.items():
+        for donate in (True, False):
+            xs = make()
+            before = xs.data.copy()
+            _, ys = mg.scan(_sigmoid_gate_step(W), h0, xs, donate_xs=donate)
+            taken = donate and what == "made by mul"
+            assert _loop_run(ys).donated == ([0] if taken else []), what
+            assert np.array_equal(xs.data, before) != taken, what
+
+    results = []
+    for compile in (True, False):  # noqa: A001
+        W.grad = a.grad = None
+        xs = a * 2.0
+        _, ys = mg.scan(_sigmoid_gate_step(W), h0, xs, compile=compile, donate_xs=True)
+        ys.sum().backward()
+        results.append([ys.data, W.grad.data, a.grad.data])
+    assert_same(*results, np.float64)
+
+    xs = a * 2.0
+    also = xs * 3.0  # mul saved xs: after the loop writes over it, backward through this refuses
+    _, ys = mg.scan(_sigmoid_gate_step(W), h0, xs, donate_xs=True)
+    with pytest.raises(RuntimeError, match="mul: input 0 .* modified in place"):
+        (ys.sum() + also.sum()).backward()
+
+
 def test_a_step_reading_a_tensor_and_one_computed_from_it_counts_each_once():
     # the step reads the keys and their projection made outside it (attention's memory): the keys'
     # gradient through the projection reaches them once, via the outer graph, not also inside the program
