@@ -26,6 +26,7 @@ import keyword
 import math
 import re
 import time
+import weakref
 
 import numpy as np
 
@@ -1375,6 +1376,24 @@ def scan_source(step, init, xs, masked: bool = False) -> str:
     return "\n\n".join(part for part in (program.source(), forward_loop, backward_loop) if part)
 
 
+_DONATED = weakref.WeakValueDictionary()  # id -> each array a loop has written over (donate_xs)
+
+
+def refuse_donated(tensors, where: str):
+    """Raise if one of ``tensors`` is memory an earlier loop was donated: it holds that loop's saved
+    activations now, not its old values (JAX refuses a donated buffer the same way).
+
+    Raises:
+        RuntimeError: naming ``where`` and the tensor's shape.
+    """
+    for t in tensors:
+        owner = autograd._owner(t._data)
+        if _DONATED.get(id(owner)) is owner:
+            raise RuntimeError(
+                f"{where}: a tensor of shape {t.shape} was donated to an earlier compiled loop, which wrote its "
+                "activations over it; compute it anew instead of keeping it (e.g. a cell's project)")
+
+
 def _donate(over_xs: dict, stacks: list, x_leaves: list, others: list) -> list:
     """Put each stack that may go over a donated xs (:func:`_over_xs`) into that tensor's array, if
     the array is contiguous, shares no memory with the loop's other inputs and holds values only
@@ -1386,6 +1405,7 @@ def _donate(over_xs: dict, stacks: list, x_leaves: list, others: list) -> list:
                 not any(np.may_share_memory(x, other) for other in others + [y._data for y in x_leaves] if other is not x):
             stacks[s] = x
             donated.append(k)
+            _DONATED[id(autograd._owner(x))] = autograd._owner(x)
     return donated
 
 
@@ -1446,6 +1466,7 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     T = x_leaves[0].shape[0]
     if any(x.ndim == 0 or x.shape[0] != T for x in x_leaves):
         raise ValueError(f"scan: every leaf of xs needs the same leading length; got {[x.shape for x in x_leaves]}")
+    refuse_donated(x_leaves + carry_leaves, "scan")
     mode = MODE.get()
     if not compile or mode.anomaly or mode.tracing or mode.forward:  # forward mode pushes tangents eagerly
         return _eager_scan(step, init, xs, reverse, masks)

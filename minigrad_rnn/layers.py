@@ -31,10 +31,10 @@ import warnings
 
 import numpy as np
 
-from minigrad import Tensor, functional as F, ops
+from minigrad import Tensor, autograd, functional as F, ops
 from minigrad.autograd import TraceError, no_grad
 from minigrad.checkpointing import _generators, checkpoint, generator_states, set_generator_states
-from minigrad.compiler import scan
+from minigrad.compiler import refuse_donated, scan
 from minigrad.nn import Module, ModuleList, Parameter
 from minigrad.tensor import _rng
 
@@ -105,10 +105,23 @@ def _project(cell, x: Tensor) -> Tensor:
     return cell.project(x) if hasattr(cell, "project") else x
 
 
-def _new_memory(projected, x: Tensor) -> bool:
-    """Whether the projection shares no memory with the input: then only the driver holds it, and the
-    compiled loop may write over it (:func:`minigrad.scan`'s ``donate_xs``)."""
-    return not any(np.may_share_memory(p._data, x._data) for p in tree_leaves(projected))
+def _projection(cell, x: Tensor):
+    """The cell's projection of ``x``, and whether the compiled loop may write over it
+    (:func:`minigrad.scan`'s ``donate_xs``): only memory an op allocated during ``project``, not
+    ``x``, a view of it, or a tensor the cell kept from an earlier call."""
+    mark = next(autograd._ENTRY_INDEX)  # every entry recorded from now on has a larger index
+    projected = _project(cell, x)
+    refuse_donated(tree_leaves(projected), f"{type(cell).__name__}.project")
+    for leaf in tree_leaves(projected):
+        t = leaf
+        while t._entry is not None and t._entry.index > mark and t._entry.inputs is not None:
+            viewed = [i for i in t._entry.inputs if np.may_share_memory(i._data, t._data)]
+            if not viewed:
+                break  # t's op allocated this memory, during project
+            t = viewed[0]
+        else:
+            return projected, False
+    return projected, True
 
 
 def _sequence(cell, x: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool,  # noqa: A002
@@ -122,8 +135,8 @@ def _sequence(cell, x: Tensor, state, masks, reverse: bool, keep_states: bool, c
     """
     if checkpoint_every and not keep_states and x.shape[0] > checkpoint_every:
         return (*_checkpointed(cell, x, state, masks, reverse, compile, checkpoint_every), None)
-    projected = _project(cell, x)
-    return _time_loop(cell, projected, state, masks, reverse, keep_states, compile, _new_memory(projected, x))
+    projected, donate = _projection(cell, x)
+    return _time_loop(cell, projected, state, masks, reverse, keep_states, compile, donate)
 
 
 def _time_loop(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool,  # noqa: A002
@@ -181,16 +194,15 @@ def _checkpointed(cell, x, state, masks, reverse, compile, k):  # noqa: A002
         a, b = starts[n], min(starts[n] + k, T)
 
         def segment(part, *leaves, a=a, b=b, first=n == order[0]):
-            projected = part  # a slice of the one projection, which backward reads again: not donated
+            projected, donate = part, False  # a slice of the one projection, which backward reads again
             if per_segment:
                 resume = None if first else generator_states(generators)
                 set_generator_states(generators, start)
-                projected = _project(cell, part)
+                projected, donate = _projection(cell, part)
                 if resume is not None:
                     set_generator_states(generators, resume)
             out, final, _ = _time_loop(cell, projected, tree_unflatten(state_like, list(leaves)),
-                                       None if masks is None else masks[a:b], reverse, False, compile,
-                                       _new_memory(projected, part))
+                                       None if masks is None else masks[a:b], reverse, False, compile, donate)
             return out, final
 
         state_like = state  # its nesting (the same for every segment)

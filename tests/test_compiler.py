@@ -510,6 +510,27 @@ def test_scan_takes_donated_memory_only_where_nothing_saved_it():
     _, ys = mg.scan(_sigmoid_gate_step(W), h0, xs, donate_xs=True)
     with pytest.raises(RuntimeError, match="mul: input 0 .* modified in place"):
         (ys.sum() + also.sum()).backward()
+    for compile in (True, False):  # noqa: A001 - and a loop over it again refuses, not reads activations
+        with pytest.raises(RuntimeError, match=r"scan: a tensor of shape \(4, 1, 2\) was donated"):
+            mg.scan(_sigmoid_gate_step(W), h0, xs, compile=compile)
+
+
+def test_a_cell_that_keeps_its_projection_is_refused_not_given_activations():
+    class KeepingLSTMCell(LSTMCell):
+        kept = None
+
+        def project(self, x):
+            if self.kept is None:
+                self.kept = super().project(x)
+            return self.kept
+
+    x = mg.Tensor(np.random.default_rng(1).standard_normal((5, 2, 3)))
+    for compile in (True, False):  # noqa: A001
+        layer = Recurrent([KeepingLSTMCell(3, 4, dtype=np.float64, rng=np.random.default_rng(0))])
+        layer(x)  # compiled: the loop was donated the projection
+        layer.compile = compile
+        with pytest.raises(RuntimeError, match=r"KeepingLSTMCell.project: a tensor of shape \(5, 2, 16\) was donated"):
+            layer(x)
 
 
 def test_a_step_reading_a_tensor_and_one_computed_from_it_counts_each_once():
