@@ -900,14 +900,27 @@ def _written_into(writer: _Writer, nodes: list, targets: dict, indent: str, zero
     return lines, direct
 
 
-def _batched_lines(writer: _Writer, fission: _Fission, direct: dict, returns: list, shapes: dict) -> list:
-    """The lines of the nodes run once over all steps, reusing buffers as hand-written BPTT does:
+# The batched lines of a backward loop run on this many steps at a time: each temporary they make
+# then holds at most about this many elements (256 KB in float32, cache-sized), however long T is.
+_CHUNK_ELEMENTS = 1 << 16
+
+
+def _chunks(times: list, size: int) -> list:
+    """The steps in the order the backward loop visits them (reversed ``times``), ``size`` at a time."""
+    order = times[::-1]
+    return [order[c:c + size] for c in range(0, len(order), size)]
+
+
+def _batched_lines(writer: _Writer, fission: _Fission, direct: dict, returns: list, shapes: dict) -> tuple[int, list]:
+    """The lines of the nodes run once over a chunk of steps ``lo:hi``, reusing buffers as
+    hand-written BPTT does, and how many steps a chunk has (:data:`_CHUNK_ELEMENTS`):
 
     - a factor that one per-step op multiplies into x_t's cotangent, which that op writes into
-      GX[t], is computed into GX itself: the op then multiplies in place (``D16`` is ``GX0``);
+      GX[t], is computed into GX itself: the op then multiplies in place (``D16`` is ``GX0[lo:hi]``);
     - an op whose argument is a temporary of these lines used only by it writes into that
-      argument (``F3 = mul(V9, D3, out=D3)``).
+      argument (``F3 = mul(V9[lo:hi], D3, out=D3)``).
     """
+    stacks = {_stack_name(v) for v in fission.stacks} | {_stack_name(name) for name, _, _ in fission.views}
     stacked = {_stack_name(n.out): n for n in fission.batched}
     uses = collections.Counter(_stack_name(a) for a in fission.reads)
     uses.update(a for n in fission.batched for a in n.args)
@@ -928,13 +941,18 @@ def _batched_lines(writer: _Writer, fission: _Fission, direct: dict, returns: li
     lines = []
     for node in fission.batched:
         target = into.get(node.out)
-        if target is None and isinstance(node.op.forward, np.ufunc) and not node.params:  # over its input
+        if target is not None:
+            target += "[lo:hi]"
+        elif isinstance(node.op.forward, np.ufunc) and not node.params:  # over its input
             target = next((a for a in node.args if a in fresh and uses[a] == 1 and a not in into
                            and shapes[a.lower()] == shapes[node.out.lower()]), None)
-        lines += ["    " + line for line in _lines(writer, node, out=target)]
+        on_chunk = _Node(node.out, node.op, tuple(f"{a}[lo:hi]" if a in stacks else a for a in node.args),
+                         node.params, node.shape, node.dtype)
+        lines += ["        " + line for line in _lines(writer, on_chunk, out=target)]
         if node.op.name != "getitem" and (isinstance(node.op.forward, np.ufunc) or node.op.forward in _OUT_KERNELS):
             fresh.add(node.out)
-    return lines
+    temporary = [math.prod(shapes[n.out.lower()][0]) for n in fission.batched if n.out not in into]
+    return max(1, _CHUNK_ELEMENTS // max(temporary + [1])), lines
 
 
 def _dense_base(name: str, nodes: list) -> str:
@@ -1043,13 +1061,19 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
     row_sums = _row_sums(program, nc, nx, fission.per_step)
     per_step = [n for n in fission.per_step if n.out not in {name for name, _ in row_sums.values()}]
     body, direct = _written_into(parts.writer, per_step, targets, "        ", zeroed=True)  # gxs: zeros
+    made = {n.out for n in fission.batched}
     if fission.batched:
-        b.append("    # what reads only forward values, for all steps at once")
-        b += _batched_lines(parts.writer, fission, direct, parts.backward_returns, parts.shapes)
-    b.append("    for t in reversed(times):")
+        chunk, lines = _batched_lines(parts.writer, fission, direct, parts.backward_returns, parts.shapes)
+        b.append(f"    for steps in _chunks(times, {chunk}):")
+        b.append(f"        # what reads only forward values, for {chunk} steps at once")
+        b.append("        lo, hi = min(steps), max(steps) + 1")
+        b += lines
+    loop_start = len(b)
+    b.append("    for t in steps:" if fission.batched else "    for t in reversed(times):")
     if kept:
         b += [f"        {', '.join(kept)}, = residuals.pop()"]
-    b += [f"        {v} = {_stack_name(v)}[t]" for v in fission.reads]
+    b += [f"        {v} = {_stack_name(v)}[t - lo]" if _stack_name(v) in made else f"        {v} = {_stack_name(v)}[t]"
+          for v in fission.reads]
     b += [f"        {g} = {G_}[t]" for g, G_ in zip(seeds[nc:], G)]
     p_names = [f"p{k}" for k in range(nc)]
     if masked:  # padding passes the carry's cotangent through and gets none
@@ -1089,6 +1113,8 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
         b += ["        else:"] + ([f"            {', '.join(seeds[:nc])}, = {', '.join(news)},"] if nc else ["            pass"])
     elif nc:
         b += [f"        {', '.join(seeds[:nc])}, = {', '.join(news)},"]
+    if fission.batched:  # the step loop runs inside the chunk loop
+        b[loop_start:] = ["    " + line for line in b[loop_start:]]
     b += [f"    # sums[{j}] = {name}: the sum of {where[0]}[{where[1]}]'s rows, after the loop"
           for j, (name, where) in row_sums.items()]
     b += [f"    return ({', '.join(seeds[:nc])}{',' if nc else ''})"]
@@ -1164,7 +1190,7 @@ def _loops(program: Program, nc: int, nx: int, ranks: list, masked: bool):
     if key not in loops:
         began = time.perf_counter()
         forward_source, backward_source, stacks, row_sums, over_xs = _loop_source(program, nc, nx, ranks, masked)
-        namespace = dict(program.parts.writer.namespace, _widen=_widen)
+        namespace = dict(program.parts.writer.namespace, _widen=_widen, _chunks=_chunks)
         exec(forward_source, namespace)  # noqa: S102 - our own generated source
         if backward_source:
             exec(backward_source, namespace)  # noqa: S102
