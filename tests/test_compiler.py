@@ -475,6 +475,14 @@ def test_a_retained_graph_runs_the_compiled_backward_again():
     loss.backward()
     for p, g in zip(gru.parameters(), once):
         np.testing.assert_allclose(p.grad.data, 2 * g, rtol=1e-14)
+    # jacrev runs one backward per output element over the same graph (an IndexError on main)
+    x = mg.Tensor(np.random.default_rng(2).standard_normal((4, 1, 2)))
+    jacobians = []
+    for compile in (True, False):  # noqa: A001
+        gru.compile = compile
+        jacobians.append(mg.func.jacrev(lambda x: gru(x)[0][-1, 0])(x).data)
+    assert jacobians[0].shape == (3, 4, 1, 2)
+    assert_same(*jacobians, np.float64)
 
 
 def _sigmoid_gate_step(W):
