@@ -973,10 +973,11 @@ def _fission(program: Program, nc: int, nx: int, forward_inside: list, backward_
     return _Fission(backward_inside, residuals, parts.backward_returns, stackable, invariant, producers, parts.shapes)
 
 
-def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) -> tuple[str, str | None, list]:
-    """The forward and backward loops of :func:`scan` around a step program, as Python source, and
-    the forward values they keep stacked over all steps (see :class:`_Fission`): each a name, or
-    the index of the y whose (T, ...) output is its stack.
+def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) -> tuple:
+    """The forward and backward loops of :func:`scan` around a step program, as Python source; the
+    forward values they keep stacked over all steps (see :class:`_Fission`): each a name, or the
+    index of the y whose (T, ...) output is its stack; the weights' cotangents summed from rows
+    after the loop (:func:`_row_sums`); and the stacks that may go over a donated xs (:func:`_over_xs`).
 
     The step's lines are inlined into the loop, so a step costs its NumPy calls and nothing
     else; ``ranks`` are the ranks of the carry and then the y leaves (for widening masks);
