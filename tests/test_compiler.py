@@ -526,6 +526,33 @@ def test_scan_takes_donated_memory_only_where_nothing_saved_it():
             mg.scan(_sigmoid_gate_step(W), h0, xs, compile=compile)
 
 
+@pytest.mark.parametrize("late", ["x_t read after the stack is written", "a view of x_t saved for backward"])
+def test_scan_does_not_write_over_an_x_t_the_step_still_needs(late):
+    W = mg.Tensor(np.random.default_rng(0).standard_normal((2, 2)), requires_grad=True)
+
+    def step(h, x_t):
+        if late == "x_t read after the stack is written":
+            s = ops.sigmoid(h @ W + 1.0)  # a stack of x_t's shape
+            h = s * h + x_t
+        else:
+            p = x_t[:, :1] * x_t[:, 1:]  # read before the stack is written, but its VJP reads the slices
+            s = ops.sigmoid(h @ W + 1.0)
+            h = s * h + p
+        return h, h
+
+    a = mg.Tensor(np.random.default_rng(1).standard_normal((4, 1, 2)), requires_grad=True)
+    results = []
+    for compile in (True, False):  # noqa: A001
+        W.grad = a.grad = None
+        xs = a * 2.0
+        _, ys = mg.scan(step, mg.Tensor(np.ones((1, 2))), xs, compile=compile, donate_xs=True)
+        if compile:
+            assert _loop_run(ys).donated == []
+        ys.sum().backward()
+        results.append([ys.data, W.grad.data, a.grad.data])
+    assert_same(*results, np.float64)
+
+
 def test_a_cell_that_keeps_its_projection_is_refused_not_given_activations():
     class KeepingLSTMCell(LSTMCell):
         kept = None
