@@ -1036,12 +1036,13 @@ def _loop_source(program: Program, nc: int, nx: int, ranks: list, masked: bool) 
     if carry:
         f += [f"        {', '.join(carry)}, = {', '.join(n_names)},"]
     f += [f"    return ({', '.join(carry)}{',' if carry else ''})"]
+    stacked = [aliases.get(name, name) for name in stacks]
+    if fission is None:
+        return "\n".join(f), None, stacked, {}, {}
     over_xs = _over_xs(inside, xt, [v for v in stacks if v not in aliases], direct, set(kept) | set(stacks) |
                        set(new_carry) | set(ys), parts.shapes)
-    stacks = [aliases.get(name, name) for name in stacks]
     over_xs = {stacks.index(name): k for name, k in over_xs.items()}
-    if fission is None:
-        return "\n".join(f), None, stacks, {}, {}
+    stacks = stacked
 
     seeds = [f"g{k}" for k in range(nc + len(ys))]
     G, GX = [f"G{k}" for k in range(len(ys))], [f"GX{k}" for k in range(nx)]
@@ -1428,7 +1429,7 @@ def _donate(over_xs: dict, stacks: list, x_leaves: list, others: list) -> list:
     donated = []
     for s, k in over_xs.items():
         x = x_leaves[k]._data
-        if x.flags.c_contiguous and x.flags.writeable and _recomputable(x_leaves[k], autograd._owner(x)) and \
+        if x.flags.c_contiguous and x.flags.writeable and donatable(x_leaves[k]) and \
                 not any(np.may_share_memory(x, other) for other in others + [y._data for y in x_leaves] if other is not x):
             stacks[s] = x
             donated.append(k)
@@ -1436,14 +1437,21 @@ def _donate(over_xs: dict, stacks: list, x_leaves: list, others: list) -> list:
     return donated
 
 
-def _recomputable(t: Tensor, memory: np.ndarray) -> bool:
-    """Whether the values of ``t`` in ``memory`` were made by recorded ops whose rules read none of
-    them (:func:`minigrad.extend.saves`): the memory may then be written over, and the ops replayed."""
-    entry = t._entry
-    if entry is None or entry.inputs is None or entry.op.saves_output or entry.op.saved_inputs is None:
-        return False
-    return all(i not in entry.op.saved_inputs and _recomputable(x, memory)
-               for i, x in enumerate(entry.inputs) if np.may_share_memory(x._data, memory))
+def donatable(t: Tensor, made_after: int = -1) -> bool:
+    """Whether a loop may write over the memory of ``t`` (any shape and dtype) and replay its tape to
+    get it back: its values were made by recorded ops, each newer than the tape entry index
+    ``made_after``, whose VJP rules read none of them (:func:`minigrad.extend.saves`).  A leaf, a
+    view of one, or memory an op saved for its backward is not donatable."""
+    memory = autograd._owner(t._data)
+
+    def made_by_ops(t):
+        entry = t._entry
+        if entry is None or entry.inputs is None or entry.index <= made_after or entry.op.saves_output \
+                or entry.op.saved_inputs is None:
+            return False
+        return all(i not in entry.op.saved_inputs and made_by_ops(x)
+                   for i, x in enumerate(entry.inputs) if np.may_share_memory(x._data, memory))
+    return made_by_ops(t)
 
 
 def _recompute(t: Tensor, memory: np.ndarray) -> Tensor:

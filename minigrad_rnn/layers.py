@@ -34,7 +34,7 @@ import numpy as np
 from minigrad import Tensor, autograd, functional as F, ops
 from minigrad.autograd import TraceError, no_grad
 from minigrad.checkpointing import _generators, checkpoint, generator_states, set_generator_states
-from minigrad.compiler import refuse_donated, scan
+from minigrad.compiler import donatable, refuse_donated, scan
 from minigrad.nn import Module, ModuleList, Parameter
 from minigrad.tensor import _rng
 
@@ -111,17 +111,9 @@ def _projection(cell, x: Tensor):
     ``x``, a view of it, or a tensor the cell kept from an earlier call."""
     mark = next(autograd._ENTRY_INDEX)  # every entry recorded from now on has a larger index
     projected = _project(cell, x)
-    refuse_donated(tree_leaves(projected), f"{type(cell).__name__}.project")
-    for leaf in tree_leaves(projected):
-        t = leaf
-        while t._entry is not None and t._entry.index > mark and t._entry.inputs is not None:
-            viewed = [i for i in t._entry.inputs if np.may_share_memory(i._data, t._data)]
-            if not viewed:
-                break  # t's op allocated this memory, during project
-            t = viewed[0]
-        else:
-            return projected, False
-    return projected, True
+    leaves = tree_leaves(projected)
+    refuse_donated(leaves, f"{type(cell).__name__}.project")
+    return projected, all(donatable(leaf, made_after=mark) for leaf in leaves)
 
 
 def _sequence(cell, x: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool,  # noqa: A002
