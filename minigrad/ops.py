@@ -147,7 +147,7 @@ relu = unary("relu", K.relu, lambda g, ans, x: relu_backward(g, x),
              "Elementwise max(x, 0); derivative 0 at 0, and the gradient passes at NaN (as PyTorch).")
 # Masks computed from an input's values are ops too, not constants made inside a rule: then the
 # backward pass is all on the tape, and minigrad.compile can write it out (PyTorch's threshold_backward).
-relu_backward = binary("relu_backward", lambda g, x: np.where(x <= 0, 0, g).astype(g.dtype, copy=False),
+relu_backward = binary("relu_backward", K.relu_backward,
                        lambda gg, ans, g, x: relu_backward(gg, x), lambda gg, ans, g, x: _const(np.zeros_like(x._data)),
                        "The VJP of relu as one op: g where x > 0 (or NaN), else 0.")
 sign = unary("sign", K.sign, lambda g, ans, x: _const(np.zeros_like(x._data)),
