@@ -37,8 +37,9 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
 from benchmarks import custom_cells, op_chain, rnn_steps  # noqa: E402
 from benchmarks.rnn_steps import Unavailable  # noqa: E402
 
-SECTIONS = ("ops", "lstm", "gru", "cells", "checkpoint", "matmul", "scaling")
+SECTIONS = ("ops", "lstm", "gru", "cells", "compile", "checkpoint", "matmul", "scaling")
 CELL_CASES = [(32, 50, 128), (1, 100, 32)]  # (B, T, I = H), float32
+COMPILE_CASE = (32, 50, 128)  # (B, T, I = H), float32; B + k for the k-th new signature
 CHECKPOINT_CASE, CHECKPOINT_EVERY = (16, 5000, 128), 70  # (B, T, I = H), float32: issue 13's case
 RNN_CASES = [(32, 50, 128), (64, 100, 512), (16, 200, 64), (1, 100, 32)]  # (B, T, I = H)
 QUICK_RNN_CASES = [(32, 50, 128), (16, 200, 64), (1, 100, 32)]
@@ -286,6 +287,45 @@ def run_cells(settings):
     return rows
 
 
+def run_compile(settings):
+    """What a new signature costs: deriving and writing a step's programs (``compiler.STATS``), and
+    the first training step against a later one, for the built-in layers and the example cells."""
+    compiler = rnn_steps.require("minigrad.compiler")
+    B, T, H = COMPILE_CASE
+    builders = {"lstm": rnn_steps.minigrad_rnn, "gru": rnn_steps.minigrad_rnn,
+                **{cell: custom_cells.minigrad_cell for cell in custom_cells.CELLS if cell != "lstm"}}
+    rows = []
+    for cell, build in builders.items():
+        row = {"section": "compile", "case": f"B={B}+k T={T} I=H={H}", "cell": cell, "dtype": "float32",
+               "library": "minigrad", "unit": "s"}
+        builds, firsts, laters = [], [], []
+        for k in range(settings.repeats):  # B + k: a signature no earlier call compiled
+            if cell in ("lstm", "gru"):
+                data = rnn_steps.make_data(cell, B + k, T, H, H, np.float32)
+            else:
+                data = custom_cells.make_data(cell, B + k, T, H, np.float32)
+            step = build(data)
+            seconds, programs = compiler.STATS["build_seconds"], compiler.STATS["programs"]
+            firsts.append(warm_up(step)[1])
+            builds.append(compiler.STATS["build_seconds"] - seconds)
+            row["programs"] = compiler.STATS["programs"] - programs
+            laters.append(min(warm_up(step)[1] for _ in range(3)))
+        row.update(summary(builds), status="ok", first_call=statistics.median(firsts),
+                   later_call=statistics.median(laters))
+        log(f"  compile {cell}: {row['median'] * 1e3:.1f} ms for {row['programs']} programs")
+        rows.append(row)
+    return rows
+
+
+def _compile_markdown(rows):
+    lines = ["| case | cell | programs | ms to derive and write (median) | min-max | first step, ms | later step, ms |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['cell']} | {r['programs']} | {r['median'] * 1e3:.2f} | "
+                     f"{_spread(r, 1e3, '.2f')} | {r['first_call'] * 1e3:.1f} | {r['later_call'] * 1e3:.1f} |")
+    return "\n".join(lines)
+
+
 def run_checkpoint(settings):
     """A long-sequence LSTM step plainly and with ``checkpoint_every``: time and peak memory, interleaved."""
     B, T, H = CHECKPOINT_CASE
@@ -485,6 +525,8 @@ def markdown(section, rows):
         return _cells_markdown(rows)
     if section == "checkpoint":
         return _checkpoint_markdown(rows)
+    if section == "compile":
+        return _compile_markdown(rows)
     if section == "matmul":
         lines = ["| matmul | dtype | library | GFLOP/s (median) | best | ms |", "|---|---|---|---:|---:|---:|"]
         for r in rows:
@@ -615,6 +657,7 @@ def main(argv=None):
         "lstm": lambda s: run_rnn("lstm", s),
         "gru": lambda s: run_rnn("gru", s),
         "cells": run_cells,
+        "compile": run_compile,
         "checkpoint": run_checkpoint,
         "matmul": run_matmul,
         "scaling": run_scaling,
