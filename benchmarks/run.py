@@ -39,7 +39,7 @@ from benchmarks.rnn_steps import Unavailable  # noqa: E402
 
 SECTIONS = ("ops", "lstm", "gru", "cells", "compile", "checkpoint", "matmul", "scaling")
 CELL_CASES = [(32, 50, 128), (1, 100, 32)]  # (B, T, I = H), float32
-COMPILE_CASE = (32, 50, 128)  # (B, T, I = H), float32; B + k for the k-th new signature
+COMPILE_CASE = (32, 50, 128)  # (B, T, I = H), float32; batch sizes above B give new signatures
 CHECKPOINT_CASE, CHECKPOINT_EVERY = (16, 5000, 128), 70  # (B, T, I = H), float32: issue 13's case
 RNN_CASES = [(32, 50, 128), (64, 100, 512), (16, 200, 64), (1, 100, 32)]  # (B, T, I = H)
 QUICK_RNN_CASES = [(32, 50, 128), (16, 200, 64), (1, 100, 32)]
@@ -296,20 +296,28 @@ def run_compile(settings):
                 **{cell: custom_cells.minigrad_cell for cell in custom_cells.CELLS if cell != "lstm"}}
     rows = []
     for cell, build in builders.items():
-        row = {"section": "compile", "case": f"B={B}+k T={T} I=H={H}", "cell": cell, "dtype": "float32",
+        row = {"section": "compile", "case": f"B>{B} T={T} I=H={H}", "cell": cell, "dtype": "float32",
                "library": "minigrad", "unit": "s"}
         builds, firsts, laters = [], [], []
-        for k in range(settings.repeats):  # B + k: a signature no earlier call compiled
+        for batch in range(B + 1, B + 1 + 4 * settings.repeats):  # batch sizes until enough were new here
             if cell in ("lstm", "gru"):
-                data = rnn_steps.make_data(cell, B + k, T, H, H, np.float32)
+                data = rnn_steps.make_data(cell, batch, T, H, H, np.float32)
             else:
-                data = custom_cells.make_data(cell, B + k, T, H, np.float32)
+                data = custom_cells.make_data(cell, batch, T, H, np.float32)
             step = build(data)
             seconds, programs = compiler.STATS["build_seconds"], compiler.STATS["programs"]
-            firsts.append(warm_up(step)[1])
-            builds.append(compiler.STATS["build_seconds"] - seconds)
+            first = warm_up(step)[1]
+            if compiler.STATS["programs"] == programs:
+                continue  # an earlier section compiled this signature already
             row["programs"] = compiler.STATS["programs"] - programs
+            builds.append(compiler.STATS["build_seconds"] - seconds)
+            firsts.append(first)
             laters.append(min(warm_up(step)[1] for _ in range(3)))
+            if len(builds) == settings.repeats:
+                break
+        if not builds:
+            rows.append(dict(row, status="every batch size tried was compiled before"))
+            continue
         row.update(summary(builds), status="ok", first_call=statistics.median(firsts),
                    later_call=statistics.median(laters))
         log(f"  compile {cell}: {row['median'] * 1e3:.1f} ms for {row['programs']} programs")
@@ -321,6 +329,9 @@ def _compile_markdown(rows):
     lines = ["| case | cell | programs | ms to derive and write (median) | min-max | first step, ms | later step, ms |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"| {r['case']} | {r['cell']} |" + " |" * 4 + f" {r['status']} |")
+            continue
         lines.append(f"| {r['case']} | {r['cell']} | {r['programs']} | {r['median'] * 1e3:.2f} | "
                      f"{_spread(r, 1e3, '.2f')} | {r['first_call'] * 1e3:.1f} | {r['later_call'] * 1e3:.1f} |")
     return "\n".join(lines)
