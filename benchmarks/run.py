@@ -290,6 +290,8 @@ def run_cells(settings):
 def run_compile(settings):
     """What a new signature costs: deriving and writing a step's programs (``compiler.STATS``), and
     the first training step against a later one, for the built-in layers and the example cells."""
+    if not settings.wants("minigrad"):
+        return []
     compiler = rnn_steps.require("minigrad.compiler")
     B, T, H = COMPILE_CASE
     builders = {"lstm": rnn_steps.minigrad_rnn, "gru": rnn_steps.minigrad_rnn,
