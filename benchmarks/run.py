@@ -328,6 +328,7 @@ def run_compile(settings):
 
 
 def _compile_markdown(rows):
+    """Each cell's compile cost, and its first training step against a later one."""
     lines = ["| case | cell | programs | ms to derive and write (median) | min-max | first step, ms | later step, ms |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
