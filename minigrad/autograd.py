@@ -24,7 +24,7 @@ import contextvars
 import functools
 import inspect
 import itertools
-import traceback
+import sys
 import weakref
 from pathlib import Path
 
@@ -198,7 +198,8 @@ def is_grad_enabled() -> bool:
 
 
 class TraceError(RuntimeError):
-    """A traced function read a tensor's values into Python: the compiled program could not follow."""
+    """A traced step did what one program cannot repeat at every step: it read a tensor's values
+    into Python, changed a tensor in place, or drew anew at every step."""
 
 
 def refuse_value_read(what: str):
@@ -213,10 +214,10 @@ def refuse_value_read(what: str):
 
 def _user_frame() -> str:
     """The innermost stack frame outside minigrad itself, as 'file:line in function'."""
-    for frame in reversed(traceback.extract_stack()[:-1]):
-        if not frame.filename.startswith(_PACKAGE_DIR):
-            return f"{frame.filename}:{frame.lineno} in {frame.name}"
-    return "<unknown>"
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    return "<unknown>" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
 def check_finite(array, what: str, op_name: str, created_at: str | None):
@@ -559,8 +560,11 @@ def _accumulate_leaf_grad(t, g, create_graph: bool):
 
 
 def _owner(array: np.ndarray) -> np.ndarray:
-    """The array that owns ``array``'s memory: NumPy gives every view the owner as its ``base``."""
-    return array if array.base is None or not isinstance(array.base, np.ndarray) else array.base
+    """The array that owns ``array``'s memory: NumPy gives a view the owner as its ``base``, or (a view
+    of another type, as a donated array) the array it was made from."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
 
 
 class _MemoryChanges:

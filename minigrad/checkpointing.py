@@ -10,7 +10,7 @@ import numpy as np
 
 from . import autograd
 from .autograd import MODE
-from .compiler import _record, _Run, _split, flatten, unflatten, walk_back
+from .compiler import _record, _Run, _split, flatten, generator_states, set_generator_states, unflatten, walk_back
 from .extend import defvjp_argnum, primitive, trust
 from .tensor import Tensor
 
@@ -38,17 +38,6 @@ def _generators(fn) -> list:
             if isinstance(value, np.random.Generator):
                 found[id(value)] = value
     return list(found.values())
-
-
-def generator_states(generators) -> list:
-    """The states of NumPy generators, to restore with :func:`set_generator_states` (the same draws again)."""
-    return [g.bit_generator.state for g in generators]
-
-
-def set_generator_states(generators, states) -> None:
-    """Put each generator back into its state from :func:`generator_states`."""
-    for g, state in zip(generators, states):
-        g.bit_generator.state = state
 
 
 class _Checkpoint(_Run):

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import builtins
 import collections
+import contextlib
 import functools
 import keyword
 import math
 import re
 import time
+import warnings
 import weakref
 
 import numpy as np
@@ -33,8 +35,8 @@ import numpy as np
 from . import _kernels as K
 from . import autograd, ops
 from .autograd import MODE, TraceError
-from .extend import Op, defvjp_argnum, primitive, trust
-from .tensor import Tensor
+from .extend import Op, defvjp, defvjp_argnum, primitive, trust
+from .tensor import DonatedArray, Tensor
 
 __all__ = ["Compiled", "Program", "TraceError", "compile", "scan", "scan_source", "trace"]
 
@@ -461,11 +463,12 @@ class Program:
 class _Trace:
     """One traced call: the program's structure key and what this call binds to it."""
 
-    __slots__ = ("key", "captured", "outputs", "out_structure", "build")
+    __slots__ = ("key", "captured", "outputs", "out_structure", "build", "order", "slots")
 
-    def __init__(self, key, captured, outputs, out_structure, build):
+    def __init__(self, key, captured, outputs, out_structure, build, order, slots):
         self.key, self.captured, self.outputs, self.out_structure, self.build = (
             key, captured, outputs, out_structure, build)
+        self.order, self.slots = order, slots  # the tensors ops made, in order; each tensor's value name
 
 
 def walk_back(outputs, stop, start: int) -> tuple[list, list]:
@@ -490,17 +493,23 @@ def walk_back(outputs, stop, start: int) -> tuple[list, list]:
     return [t for _, t in made], outside
 
 
-def trace(fn, args: list, structure, requires_grad: list) -> _Trace:
+def trace(fn, args: list, structure, requires_grad: list, standins: list | None = None) -> _Trace:
     """Run ``fn(*leaves)`` once on stand-ins of ``args`` (arrays) and read its program off the tape.
 
     ``requires_grad[i]`` says whether argument leaf ``i`` needs a cotangent.  Every stand-in
     requires grad during the trace, so that every op on the way to the outputs is recorded.
+    ``standins``, if given, are the tensors to call ``fn`` on instead (each requiring grad): a
+    trace whose graph is also the real one (the last step of :func:`scan`).
     Returns a :class:`_Trace`: its ``key`` identifies the program (ops, wiring, parameters,
     shapes, dtypes), ``build()`` generates it.
+
+    Raises:
+        TraceError: ``fn`` reads a tensor's values or changes a tensor in place.
     """
-    standins = [Tensor._from_array(a) for a in args]
-    for t in standins:
-        t._requires_grad = True
+    if standins is None:
+        standins = [Tensor._from_array(a) for a in args]
+        for t in standins:
+            t._requires_grad = True
     start = next(autograd._ENTRY_INDEX)
     previous = MODE.get()
     MODE.set(previous.replace(grad_enabled=True, tracing=True))
@@ -508,8 +517,19 @@ def trace(fn, args: list, structure, requires_grad: list) -> _Trace:
         result = fn(*standins)
     finally:
         MODE.set(previous)
+    return read_tape(standins, result, start, structure, requires_grad)
+
+
+def read_tape(inputs: list, result, start: int, structure, requires_grad: list) -> _Trace:
+    """The program that the tape entries recorded since index ``start`` form from ``inputs``
+    (Tensors) to ``result`` (a Tensor or a nest of them): what :func:`trace` recorded, or an
+    eager call's own tape (:class:`Compiled`).
+
+    Raises:
+        TypeError: ``result`` is not a nest of Tensors.
+    """
     outputs, out_structure = flatten(result)
-    slots = {t: f"a{i}" for i, t in enumerate(standins)}
+    slots = {t: f"a{i}" for i, t in enumerate(inputs)}
     order, captured = walk_back(outputs, slots, start)
     for k, t in enumerate(captured):
         slots[t] = f"c{k}"
@@ -520,19 +540,18 @@ def trace(fn, args: list, structure, requires_grad: list) -> _Trace:
     # Every call of a scan traces, and most find their program cached: the key is made from the
     # tape directly, and the nodes only when a program is built.
     key = (
-        tuple((a.shape, a.dtype.str) for a in args), tuple(requires_grad), structure, out_structure,
+        tuple((t.shape, t.dtype.str) for t in inputs), tuple(requires_grad), structure, out_structure,
         tuple((t.shape, t.dtype.str, t._requires_grad) for t in captured),
         tuple((id(e.op), w, tuple((k, _param_key(v)) for k, v in e.params.items())) for e, w in zip(entries, wiring)),
         tuple(slots[t] for t in outputs),
     )
 
     def build(differentiate: bool) -> Program:
-        shapes = {f"a{i}": (a.shape, a.dtype) for i, a in enumerate(args)}
-        shapes.update((slots[t], (t.shape, t.dtype)) for t in captured + order)
+        shapes = {slots[t]: (t.shape, t.dtype) for t in inputs + captured + order}
         nodes = [_Node(slots[t], e.op, w, e.params, t.shape, t.dtype) for t, e, w in zip(order, entries, wiring)]
-        return _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, differentiate)
+        return _build(inputs, captured, outputs, slots, shapes, nodes, requires_grad, differentiate)
 
-    return _Trace(key, captured, outputs, out_structure, build)
+    return _Trace(key, captured, outputs, out_structure, build, order, slots)
 
 
 def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, differentiate) -> Program:
@@ -680,34 +699,49 @@ _CACHE: collections.OrderedDict = collections.OrderedDict()
 STATS = {"programs": 0, "build_seconds": 0.0}  # programs generated, and the seconds spent deriving and writing them
 
 
+def _made_at(t: Tensor) -> str:
+    where = getattr(t, "_made_at", None)  # set only on tensors made while tracing
+    return f" (made at {where})" if where else ""
+
+
+def generator_states(generators) -> list:
+    """The states of NumPy generators, to restore with :func:`set_generator_states` (the same draws again)."""
+    return [g.bit_generator.state for g in generators]
+
+
+def set_generator_states(generators, states) -> None:
+    """Put each generator back into its state from :func:`generator_states`."""
+    for g, state in zip(generators, states):
+        g.bit_generator.state = state
+
+
 def check_same_program(first: _Trace, second: _Trace, where: str):
-    """Refuse a function whose two traces differ: a path taken from values, or a constant drawn anew
-    each time (a dropout mask made inside a step), which one program would silently repeat.
+    """Refuse a step whose traces at two steps differ: a path taken from Python state that changes
+    from step to step, or a constant drawn anew at each step (a random mask made inside the step),
+    which one program would silently repeat.
 
     Constants that are new objects but hold the same values (``mg.ones(3)`` made inside) are fine.
+
+    Raises:
+        TraceError: naming ``where`` and what differs.
     """
     if first.key != second.key:
-        raise TraceError(f"compile: {where} records different ops on two calls (its Python control flow "
-                         "depends on something else than shapes); use compile=False")
+        raise TraceError(f"{where} records different ops at its first and last steps (its Python control flow "
+                         "depends on state that changes from step to step)")
     for a, b in zip(first.captured, second.captured):
         if a is not b and not (a._entry is None and b._entry is None and a.shape == b.shape
                                and np.array_equal(a._data, b._data, equal_nan=True)):
             raise TraceError(
-                f"compile: {where} makes a new tensor of shape {a.shape} with other values on each call (a "
-                "random mask drawn inside it?); one program would repeat the first; draw it outside (a cell: "
-                "in project, once per sequence) or use compile=False")
+                f"{where} makes a new tensor of shape {a.shape}{_made_at(b)} with other values at its first and "
+                "last steps (a random mask drawn inside it?); one program would repeat the first; draw it "
+                "outside (a cell: in project, once per sequence)")
 
 
-def _program(tr: _Trace, differentiate: bool, retrace=None) -> Program:
-    """The program of a trace: from the cache (least recently used goes first), or built now.
-
-    ``retrace()``, if given, traces the next step when the program is new: it must give the same program.
-    """
+def _program(tr: _Trace, differentiate: bool) -> Program:
+    """The program of a trace: from the cache (least recently used goes first), or built now."""
     key = (tr.key, differentiate)
     program = _CACHE.get(key)
     if program is None:
-        if retrace is not None:
-            check_same_program(tr, retrace(), "the step")
         began = time.perf_counter()
         program = tr.build(differentiate)
         STATS["programs"] += 1
@@ -892,7 +926,7 @@ def _written_into(writer: _Writer, nodes: list, targets: dict, indent: str, zero
             direct[node.out] = place
             lines.append(f"{indent}{node.out} = {place}")
         elif place is not None and place not in direct.values() and _writes_into(node.op.forward) \
-                and not node.params and node.into is None:
+                and not node.params and node.into is None and node.shape != ():  # X[t] of a 0-d step is no array
             direct[node.out] = place
             lines += [indent + line for line in _lines(writer, node, out=place)]
         else:
@@ -1248,11 +1282,11 @@ def _record(op: Op, run: _Run, inputs: tuple, differentiate: bool) -> list:
     return _split(packed, run.out_shapes)
 
 
-def _rows(factors, gxs: list, order) -> np.ndarray:
-    """The outer-product factors of all steps as rows: a list of them (put in ``order`` if given),
-    or an int: x's cotangents, stacked (T, B, n) in ``gxs``."""
+def _rows(factors, gxs: list, order, steps: slice) -> np.ndarray:
+    """The outer-product factors of the loop's steps as rows: a list of them (put in ``order`` if
+    given), or an int: x's cotangents, stacked (T, B, n) in ``gxs``, of which the loop ran ``steps``."""
     if isinstance(factors, int):
-        return gxs[factors].reshape(-1, gxs[factors].shape[-1])
+        return gxs[factors][steps].reshape(-1, gxs[factors].shape[-1])
     return np.concatenate(factors if order is None else [factors[k] for k in order])
 
 
@@ -1285,11 +1319,12 @@ class _Loop(_Run):
                                 self.masks, sums, lefts, rights, zeros)
         grads = list(g_carry) + gxs + [None] * len(self.captured)
         in_time_order = np.argsort(self.times[::-1], kind="stable")  # the backward loop ran reversed(times)
+        steps = slice(min(self.times), max(self.times) + 1)  # all but the last step: a range
         rows = {("gxs", k): gx.reshape(-1, gx.shape[-1]) for k, gx in enumerate(gxs)}
         for j in program.outer:
             # in time order if the other factor is stacked in gxs (time order); else as the loop ran
             order = in_time_order if isinstance(lefts[j], int) or isinstance(rights[j], int) else None
-            rows["lefts", j], rows["rights", j] = _rows(lefts[j], gxs, order), _rows(rights[j], gxs, order)
+            rows["lefts", j], rows["rights", j] = _rows(lefts[j], gxs, order, steps), _rows(rights[j], gxs, order, steps)
             grads[differentiable[j]] = rows["lefts", j].T @ rows["rights", j]
         for j, i in enumerate(differentiable):
             if i >= nc + nx and j not in program.outer:
@@ -1302,7 +1337,7 @@ class _Loop(_Run):
         (never the step function: what it reads may have changed since), differentiated, recorded.
         A donated xs is recomputed from its tape entries, its array holding the loop's stacks now."""
         nc = self.n_carry
-        carry, ys = list(self.carry_tensors), [[None] * len(self.times) for _ in self.out_shapes[nc:]]
+        carry, ys = list(self.carry_tensors), [[None] * shape[0] for shape in self.out_shapes[nc:]]
         xs = [_recompute(x, autograd._owner(x._data)) if k in self.donated else x for k, x in enumerate(self.x_tensors)]
         for t in self.times:
             env = dict(zip(self.program.parts.input_names, carry + [x[t] for x in xs] + self.captured))
@@ -1315,7 +1350,8 @@ class _Loop(_Run):
             carry = new
             for k, v in enumerate(y):
                 ys[k][t] = v
-        outputs = carry + [ops.stack(steps) for steps in ys]
+        missing = [Tensor._from_array(np.zeros(shape[1:], self.packed.dtype)) for shape in self.out_shapes[nc:]]
+        outputs = carry + [ops.stack([v if v is not None else zero for v in steps]) for steps, zero in zip(ys, missing)]
         return _differentiate_eagerly(outputs, self.carry_tensors + xs + self.captured, _split(g, self.out_shapes))
 
 
@@ -1355,36 +1391,82 @@ def _eager_scan(step, init, xs, reverse, masks):
     carry, ys = init, [None] * T
     for t in range(T - 1, -1, -1) if reverse else range(T):
         new_carry, y = step(carry, unflatten(x_structure, [x[t] for x in x_leaves]))
-        mask = None if masks is None else masks[t]
-        if mask is not None:
-            old = flatten(carry)[0]
-            new_leaves, structure = flatten(new_carry)
-            new_carry = unflatten(structure, [ops.where(_widen(mask, n.ndim), n, o) for n, o in zip(new_leaves, old)])
-            y_leaves, y_structure = flatten(y)
-            y = unflatten(y_structure, [ops.where(_widen(mask, v.ndim), v, 0) for v in y_leaves])
-        carry, ys[t] = new_carry, y
+        carry, ys[t] = _masked_step(None if masks is None else masks[t], carry, new_carry, y)
     y_structure = flatten(ys[0])[1]
     stacked = [ops.stack([flatten(y)[0][k] for y in ys]) for k in range(len(flatten(ys[0])[0]))]
     return carry, unflatten(y_structure, stacked)
 
 
-def _trace_step(step, carry_leaves, carry_structure, x_leaves, x_structure, first: int) -> _Trace:
-    """Trace ``step(carry, xs[first])``: the program of one step of :func:`scan`."""
+def _masked_step(mask, carry, new_carry, y):
+    """One step's (carry, y) under its padding mask: where False the carry keeps its value and y is 0."""
+    if mask is None:
+        return new_carry, y
+    old = flatten(carry)[0]
+    new_leaves, structure = flatten(new_carry)
+    new_carry = unflatten(structure, [ops.where(_widen(mask, n.ndim), n, o) for n, o in zip(new_leaves, old)])
+    y_leaves, y_structure = flatten(y)
+    return new_carry, unflatten(y_structure, [ops.where(_widen(mask, v.ndim), v, 0) for v in y_leaves])
+
+
+def _trace_step(step, carry_leaves, carry_structure, x_leaves, x_structure, first: int, standins=None) -> _Trace:
+    """Trace ``step(carry, xs[first])``: the program of one step of :func:`scan` (on ``standins``
+    for the carry leaves and x_t, if given: then the trace is that step's real graph)."""
     def body(*leaves):
         carry = unflatten(carry_structure, list(leaves[:len(carry_leaves)]))
-        return step(carry, unflatten(x_structure, list(leaves[len(carry_leaves):])))
+        new_carry, y = step(carry, unflatten(x_structure, list(leaves[len(carry_leaves):])))
+        return _in_order_of(new_carry, carry_structure), y
 
-    args = [c._data for c in carry_leaves] + [x._data[first] for x in x_leaves]
+    args = None if standins is not None else [c._data for c in carry_leaves] + [x._data[first] for x in x_leaves]
     requires = [True] * len(carry_leaves) + [x._requires_grad for x in x_leaves]
-    tr = trace(body, args, (tuple, ((len(carry_leaves), carry_structure), (len(x_leaves), x_structure))), requires)
+    tr = trace(body, args, (tuple, ((len(carry_leaves), carry_structure), (len(x_leaves), x_structure))), requires,
+               standins)
     out_carry, _ = unflatten(tr.out_structure, tr.outputs)
     out_leaves, out_structure = flatten(out_carry)
     if out_structure != carry_structure or any(
             (o.shape, o.dtype) != (c.shape, c.dtype) for o, c in zip(out_leaves, carry_leaves)):
         raise TypeError(
             "scan: the step must return a carry of the structure, shapes and dtypes it received; got "
-            f"{[(o.shape, str(o.dtype)) for o in out_leaves]} for {[(c.shape, str(c.dtype)) for c in carry_leaves]}")
+            f"{_describe(out_carry)} for {_describe(unflatten(carry_structure, carry_leaves))}")
     return tr
+
+
+def _in_order_of(tree, structure):
+    """``tree`` with each dict's keys in the order ``structure`` (from :func:`flatten`) has them, where
+    they are the same keys: a step may build its carry's dict anew, as eager allows."""
+    if structure is None or not isinstance(tree, (dict, list, tuple)):
+        return tree
+    kind, shapes = structure
+    if kind is dict:
+        keys, inner = shapes
+        if not isinstance(tree, dict) or set(tree) != set(keys):
+            return tree
+        return dict(zip(keys, _in_order_of([tree[k] for k in keys], inner)))
+    if not isinstance(tree, kind) or len(tree) != len(shapes):
+        return tree
+    return kind(_in_order_of(item, sub) for item, (_, sub) in zip(tree, shapes))
+
+
+def _describe(tree) -> str:
+    """A nest's structure with each leaf as its shape and dtype, for error messages."""
+    if isinstance(tree, Tensor):
+        return f"{tree.dtype}{list(tree.shape)}"
+    if isinstance(tree, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in tree.items()) + "}"
+    inner = ", ".join(_describe(v) for v in tree)
+    return f"({inner}{',' if len(tree) == 1 else ''})" if isinstance(tree, tuple) else f"[{inner}]"
+
+
+def _with_last_row(ys, y, index):
+    """``ys`` with ``y`` as its row ``index``, written in place: the scan's packed output has that row
+    left for the last step, which runs on the tape."""
+    ys[index] = y
+    return ys
+
+
+# ys from the compiled loop (every row but the last step's) and that step's y.  The loop's VJP never
+# reads the cotangent of the row it did not compute, so ``g`` passes to it as it is.
+WITH_LAST_ROW = trust(defvjp(primitive(_with_last_row, "with_last_row"),
+                             lambda g, ans, ys, y, index: g, lambda g, ans, ys, y, index: g[index]))
 
 
 def scan_source(step, init, xs, masked: bool = False) -> str:
@@ -1465,7 +1547,7 @@ def _recompute(t: Tensor, memory: np.ndarray) -> Tensor:
 
 
 def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True,  # noqa: A002
-         donate_xs: bool = False):
+         donate_xs: bool = False, generators=()):
     """Loop ``step`` over the leading axis of ``xs``, compiled (JAX's ``lax.scan``).
 
     ``step(carry, x_t) -> (carry, y_t)``: ``carry`` is a Tensor or a nest (tuples, lists, dicts)
@@ -1507,25 +1589,52 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     mode = MODE.get()
     if not compile or mode.anomaly or mode.tracing or mode.forward:  # forward mode pushes tangents eagerly
         return _eager_scan(step, init, xs, reverse, masks)
+    generators = list(generators)
+    states = generator_states(generators)
+    try:
+        result = _compiled_scan(step, carry_leaves, carry_structure, x_leaves, x_structure, reverse, masks,
+                                donate_xs, generators)
+    except TraceError as error:
+        set_generator_states(generators, states)  # eager draws what it would have drawn
+        warnings.warn(f"scan: running the loop eagerly: {error}", RuntimeWarning, stacklevel=2)
+        xs = unflatten(x_structure, getattr(error, "xs", x_leaves))
+        return _eager_scan(step, init, xs, reverse, masks)
+    return _eager_scan(step, init, xs, reverse, masks) if result is None else result
+
+
+def _compiled_scan(step, carry_leaves, carry_structure, x_leaves, x_structure, reverse, masks, donate_xs, generators):
+    """:func:`scan` compiled: the first step traced, every step but the last run as its program (ONE
+    tape entry), then the last step traced on that entry's outputs: its graph is the real one, so
+    the final carry's hooks and ``retain_grad`` see every term, as eager's; and its program must be
+    the first's.  None where the loop must run eagerly without a warning (outputs of several dtypes).
+
+    Raises:
+        TraceError: the step cannot be compiled (it reads values, changes a tensor in place, draws
+            from ``generators``, or records another program at its last step than at its first).
+    """
+    T, nc = x_leaves[0].shape[0], len(carry_leaves)
     times = list(range(T - 1, -1, -1)) if reverse else list(range(T))
+    if T == 1:  # the one step is the last: traced on the tape, nothing to compile
+        return _last_step(step, carry_leaves, carry_structure, [x[times[0]] for x in x_leaves], x_structure, times[0],
+                          masks, None, False)
+    states = generator_states(generators)
     tr = _trace_step(step, carry_leaves, carry_structure, x_leaves, x_structure, times[0])
-    differentiate = mode.grad_enabled and any(t._requires_grad for t in carry_leaves + x_leaves + tr.captured)
+    if generator_states(generators) != states:
+        raise TraceError("the step draws from its module's random generator (a mask drawn at every step); one "
+                         "program would repeat the first draw; draw it in project, once per sequence")
+    differentiate = MODE.get().grad_enabled and any(t._requires_grad for t in carry_leaves + x_leaves + tr.captured)
     dtypes = {t.dtype for t in tr.outputs}
     if len(dtypes) != 1 or next(iter(dtypes)).kind != "f":
-        return _eager_scan(step, init, xs, reverse, masks)
-    nc = len(carry_leaves)
-    retrace = None if T == 1 else (lambda: _trace_step(  # step 1, from step 0's carry
-        step, [Tensor._from_array(t._data) for t in tr.outputs[:nc]], carry_structure, x_leaves, x_structure,
-        times[1]))
-    program = _program(tr, differentiate, retrace)
+        return None
+    program = _program(tr, differentiate)
 
+    loop_times = times[:-1]
     captured = [t._data for t in tr.captured]
     y_shapes = [(T,) + t.shape for t in tr.outputs[nc:]]
     out_shapes = [c.shape for c in carry_leaves] + y_shapes
     packed = np.empty(sum(math.prod(s) for s in out_shapes), next(iter(dtypes)))
     parts = _split(packed, out_shapes)
     ys = parts[nc:]
-    xs_data = [x._data for x in x_leaves]
     residuals = [] if differentiate else None
     ranks = [c.ndim for c in carry_leaves] + [t.ndim for t in tr.outputs[nc:]]
     forward_loop, _, stack_specs, _, over_xs = _loops(program, nc, len(x_leaves), ranks, masks is not None)
@@ -1533,18 +1642,59 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     donated = _donate(over_xs, stacks, x_leaves, [c._data for c in carry_leaves] + captured) \
         if donate_xs and differentiate else []
     stacks = [np.empty((T,) + spec[0], spec[1]) if stack is None else stack for stack, spec in zip(stacks, stack_specs)]
-    carry = forward_loop(times, [c._data for c in carry_leaves], xs_data, captured, ys, residuals, stacks, masks)
+    carry = forward_loop(loop_times, [c._data for c in carry_leaves], [x._data for x in x_leaves], captured, ys,
+                         residuals, stacks, masks)
     for part, c in zip(parts, carry):
         part[...] = c
-    for k in donated:  # what saved these values now refuses in backward; the scan's own entry comes after
+    x_last = [x[times[-1]] for x in x_leaves]  # before the donated memory is marked: slicing saves nothing
+    for k in donated:  # what saved these values now refuses in backward; the loop's entry comes after
         x_leaves[k]._mark_changed()
-
-    run = _Loop(program, carry_leaves, x_leaves, tr.captured, times, masks, residuals, stacks, ranks, packed,
+        x_leaves[k]._data = x_leaves[k]._data.view(DonatedArray)
+    run = _Loop(program, carry_leaves, x_leaves, tr.captured, loop_times, masks, residuals, stacks, ranks, packed,
                 out_shapes, donated)
     leaves = _record(SCAN, run, tuple(carry_leaves) + tuple(x_leaves) + tuple(tr.captured), differentiate)
-    y_structure = flatten(unflatten(tr.out_structure, tr.outputs)[1])[1]
-    return unflatten(carry_structure, leaves[:nc]), unflatten(y_structure, leaves[nc:])
+    try:
+        return _last_step(step, leaves[:nc], carry_structure, x_last, x_structure, times[-1], masks, leaves[nc:],
+                          differentiate, tr)
+    except TraceError as error:
+        error.xs = [_recompute(x, autograd._owner(x._data)) if k in donated else x for k, x in enumerate(x_leaves)]
+        raise
 
+
+def _last_step(step, carry_leaves, carry_structure, x_t, x_structure, t: int, masks, ys, differentiate: bool,
+               first=None):
+    """Step ``t`` traced on the tape from ``carry_leaves`` and ``x_t`` (the xs leaves at t): the final
+    carry, and ys with its y as row t.
+
+    ``ys``: the loop's outputs (T, ...), every row written but t's; None when this is the only step.
+    ``first``: the first step's trace, whose program this one must record too.
+    """
+    standins = [v if v._requires_grad else _leaf_requiring_grad(v._data) for v in list(carry_leaves) + x_t]
+    tr = _trace_step(step, carry_leaves, carry_structure, x_t, x_structure, t, standins)
+    if first is not None:
+        check_same_program(first, tr, "the step")
+    keep = differentiate or ys is None and MODE.get().grad_enabled and any(
+        v._requires_grad for v in list(carry_leaves) + x_t + tr.captured)
+    outputs = tr.outputs if keep else [Tensor._from_array(o._data) for o in tr.outputs]
+    new_carry, y = unflatten(tr.out_structure, outputs)
+    mask = None if masks is None else masks[t]
+    new_carry, y = _masked_step(mask, unflatten(carry_structure, list(carry_leaves)), new_carry, y)
+    y_leaves, y_structure = flatten(y)
+    if ys is None:
+        stacked = [ops.stack([v]) for v in y_leaves]
+    elif differentiate:
+        stacked = [WITH_LAST_ROW(full, v, index=t) for full, v in zip(ys, y_leaves)]
+    else:
+        for full, v in zip(ys, y_leaves):
+            full._data[t] = v._data
+        stacked = ys
+    return new_carry, unflatten(y_structure, stacked)
+
+
+def _leaf_requiring_grad(data: np.ndarray) -> Tensor:
+    t = Tensor._from_array(data)
+    t._requires_grad = True
+    return t
 
 
 # --------------------------------------------------------------------------- compile
@@ -1572,81 +1722,140 @@ class _Call(_Run):
 
 
 class Compiled:
-    """``minigrad.compile(fn)``: ``fn`` traced once per signature, then run as generated NumPy.
+    """``minigrad.compile(fn)``: ``fn`` run eagerly, its backward run as one generated program.
 
-    A signature is the shapes and dtypes of the argument tensors, which of them require grad,
-    their nesting, and the grad mode.  Calls with a known signature run the generated forward
-    and record ONE tape entry whose VJP is the generated backward; ``backward``/``grad``, hooks
-    on the outputs, ``no_grad`` (no residuals kept) and in-place version checks work through
-    it; ``create_graph=True`` differentiates the program run again as minigrad ops; anomaly mode runs ``fn``
-    eagerly.  Tensors ``fn`` reads without taking them (a module's parameters) are inputs of
-    the program, read afresh on every call: the same objects, their current values.  They must
-    be leaves: a tensor computed outside ``fn`` belongs to one call's graph, so it is an error
-    (pass it as an argument, or use :func:`scan`, which traces every call).  The second call of a
-    signature traces again and must record the same program: a path chosen from values, or a
-    constant ``fn`` draws anew (a dropout mask), is a :class:`TraceError`, never a stale program.
+    Every call runs ``fn`` itself, so the forward is eager's to the bit: whatever ``fn`` reads
+    (closure and global values, rebound tensors, a module's ``training`` flag, ``requires_grad``,
+    a tensor's values), its in-place changes and random draws are this call's own, as in eager.
+    Nothing a call depends on is baked into a program, so no guard can go stale (torch.compile
+    guards what its trace read; here the trace is the call).  The tape the call recorded is then
+    read as a program (:func:`read_tape`), keyed by its ops, wiring, parameters, shapes, dtypes and
+    ``requires_grad``: a known key reuses its generated backward, a new one derives it once.  The
+    call's graph becomes ONE tape entry whose VJP is that backward, on this call's own values
+    (the residuals) and captured tensors; ``backward``/``grad``, hooks on the outputs, in-place
+    version checks and ``create_graph=True`` (the program run again as minigrad ops) work through it.
 
-    At most ``cache_size`` signatures are kept (least recently used goes first).
+    The call keeps its eager graph instead, with the same values and gradients, where a program
+    could not give eager's: under ``no_grad`` or forward mode (nothing to compile), in anomaly
+    mode, when an output is computed from another output (a hook on the first would miss the
+    second's term) or a tensor between them has a hook or ``retain_grad``, when a value the tape
+    saved was changed in place (backward then refuses, as eager), when it ran a compiled loop, a
+    compiled function or a checkpoint, and when outputs are not Tensors of one float dtype.  Where
+    a VJP rule cannot be written as a program (it makes a constant from values), the call keeps
+    its graph with one ``RuntimeWarning`` saying why.
+
+    At most ``cache_size`` programs are kept (least recently used goes first).
+
+    Raises:
+        TypeError: ``fn`` is not callable; ``cache_size`` is not a positive int.
     """
 
     def __init__(self, fn, cache_size: int = 64):
         if not callable(fn):
             raise TypeError(f"compile: expected a function; got {type(fn).__name__}")
+        if type(cache_size) is not int or cache_size < 1:
+            raise TypeError(f"compile: cache_size must be a positive int; got {cache_size!r}")
         self.fn, self.cache_size = fn, cache_size
         self._programs: collections.OrderedDict = collections.OrderedDict()
         functools.update_wrapper(self, fn)
 
-    def _prepare(self, args):
-        leaves, structure = flatten(list(args))
-        mode = MODE.get()
-        signature = (structure, tuple((t.shape, t.dtype.str, t._requires_grad) for t in leaves), mode.grad_enabled)
-        entry = self._programs.get(signature)
-
-        def body(*standins):
-            return self.fn(*unflatten(structure, list(standins)))
-
-        def retrace():
-            return trace(body, [t._data for t in leaves], structure, [t._requires_grad for t in leaves])
-
-        if entry is not None and entry[-1] is not None:  # the second call: it must trace the same
-            check_same_program(entry[-1], retrace(), getattr(self.fn, "__name__", "fn"))
-            entry = self._programs[signature] = entry[:-1] + (None,)
-        if entry is None:
-            tr = retrace()
-            for t in tr.captured:
-                if t._entry is not None:
-                    raise TraceError(
-                        f"compile: {getattr(self.fn, '__name__', 'fn')} reads a tensor of shape {t.shape} that an "
-                        "op outside it computed: pass it as an argument (or use minigrad.scan, which traces "
-                        "every call)")
-            differentiate = mode.grad_enabled and any(t._requires_grad for t in leaves + tr.captured)
-            dtypes = {t.dtype for t in tr.outputs}
-            program = tr.build(differentiate) if len(dtypes) == 1 else None
-            entry = self._programs[signature] = (program, tr.captured, tr.out_structure,
-                                                 [t.shape for t in tr.outputs], differentiate, tr)
-            if len(self._programs) > self.cache_size:
-                self._programs.popitem(last=False)
-        else:
-            self._programs.move_to_end(signature)
-        return leaves, structure, entry
-
     def __call__(self, *args):
         mode = MODE.get()
-        if mode.anomaly or mode.tracing or mode.forward:
+        if not mode.grad_enabled or mode.anomaly or mode.tracing or mode.forward:
             return self.fn(*args)
-        leaves, structure, (program, captured, out_structure, out_shapes, differentiate, _) = self._prepare(args)
-        if program is None:  # outputs of several dtypes do not pack into one entry
-            return self.fn(*args)
-        results = program.forward(*[t._data for t in leaves], *[t._data for t in captured])
-        n = program.n_outputs
-        packed = np.concatenate([np.ravel(r) for r in results[:n]]) if n else np.empty(0)
-        run = _Call(program, leaves, captured, results[n:] if differentiate else None, out_shapes, packed)
-        return unflatten(out_structure, _record(CALL, run, tuple(leaves) + tuple(captured), differentiate))
+        leaves, structure = flatten(list(args))
+        start = next(autograd._ENTRY_INDEX)
+        result = self.fn(*args)
+        tr = self._read(leaves, result, start, structure)
+        program = None if tr is None else self._program(tr)
+        if program is None:
+            return result
+        values = {name: t for t, name in tr.slots.items()}
+        residuals = [values[name]._data for name in program.parts.residuals]
+        outputs = tr.outputs
+        packed = np.concatenate([np.ravel(t._data) for t in outputs]) if outputs else np.empty(0)
+        run = _Call(program, leaves, tr.captured, residuals, [t.shape for t in outputs], packed)
+        return unflatten(tr.out_structure, _record(CALL, run, tuple(leaves) + tuple(tr.captured), True))
+
+    @staticmethod
+    def _read(leaves, result, start, structure) -> _Trace | None:
+        """This call's tape as a program's trace, or None where its eager graph must stay."""
+        try:
+            outputs = flatten(result)[0]
+        except TypeError:
+            return None
+        if not any(t._requires_grad for t in outputs) or len({t.dtype for t in outputs}) != 1 \
+                or outputs[0].dtype.kind != "f" or len(set(outputs)) != len(outputs):
+            return None
+        tr = read_tape(leaves, result, start, structure, [t._requires_grad for t in leaves])
+        returned = set(outputs)
+        for t in tr.order:
+            entry = t._entry
+            if t._hooks or t._retains_grad or "run" in entry.params:  # a hook, or a compiled run inside
+                return None
+            if entry.clock != autograd.CLOCK.tick:
+                try:
+                    autograd._check_versions(t, entry)
+                except RuntimeError:
+                    return None  # backward refuses it, as it refuses eager's graph
+        if any(t._entry is None or t._entry.index < start for t in outputs) or _an_output_feeds_another(outputs, start):
+            return None
+        return tr
+
+    def _program(self, tr: _Trace) -> Program | None:
+        key = tr.key
+        if key in self._programs:
+            self._programs.move_to_end(key)
+            return self._programs[key]
+        program = None
+        try:
+            with _hooks_suspended(tr.slots):
+                program = tr.build(True)
+        except TraceError as error:
+            warnings.warn(f"compile: {getattr(self.fn, '__name__', 'fn')} keeps its eager graph: {error}",
+                          RuntimeWarning, stacklevel=3)
+        self._programs[key] = program
+        if len(self._programs) > self.cache_size:
+            self._programs.popitem(last=False)
+        return program
 
     def source(self, *args) -> str:
-        """The generated forward and backward programs for the signature of ``args``."""
-        program = self._prepare(args)[2][0]
+        """The generated forward and backward programs for a call with ``args`` (``fn`` runs once
+        for it); empty where that call keeps its eager graph."""
+        leaves, structure = flatten(list(args))
+        with autograd.enable_grad():
+            start = next(autograd._ENTRY_INDEX)
+            tr = self._read(leaves, self.fn(*args), start, structure)
+        program = None if tr is None else self._program(tr)
         return "" if program is None else program.source()
+
+
+def _an_output_feeds_another(outputs: list, start: int) -> bool:
+    """Whether an op recorded since entry ``start`` on the way to one output read another output."""
+    returned = set(outputs)
+    for out in outputs:
+        stack, seen = list(out._entry.inputs), set()
+        while stack:
+            t = stack.pop()
+            if t in returned:
+                return True
+            if t not in seen and t._entry is not None and t._entry.index >= start:
+                seen.add(t)
+                stack.extend(t._entry.inputs)
+    return False
+
+
+@contextlib.contextmanager
+def _hooks_suspended(tensors):
+    """No hook of ``tensors`` runs inside (deriving a backward program runs reverse mode over a trace)."""
+    hooked = [(t, t._hooks) for t in tensors if t._hooks]
+    for t, _ in hooked:
+        t._hooks = None
+    try:
+        yield
+    finally:
+        for t, hooks in hooked:
+            t._hooks = hooks
 
 
 def compile(fn=None, *, cache_size: int = 64):  # noqa: A001 - torch.compile's name

@@ -33,6 +33,18 @@ def _check_can_require_grad(dtype, where: str):
         )
 
 
+class DonatedArray(np.ndarray):
+    """The array of a tensor donated to a compiled loop (``minigrad.scan(..., donate_xs=True)``): it
+    holds the loop's saved activations now, so every read refuses, as JAX refuses a donated buffer."""
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError(
+            f"a tensor of shape {self.shape} was donated to a compiled loop (scan(..., donate_xs=True)), which "
+            "wrote its activations over it, so its values are gone: compute it anew, or do not donate it")
+
+    __array_ufunc__ = __array_function__ = __getitem__ = __array__ = item = tolist = __repr__ = __str__ = refuse
+
+
 class Tensor:
     """A NumPy array that records the ops applied to it, for reverse-mode differentiation.
 
@@ -53,7 +65,7 @@ class Tensor:
         TypeError: non-numeric data, or ``requires_grad=True`` on integer/bool data.
     """
 
-    __slots__ = ("_data", "_requires_grad", "grad", "_entry", "_changed_at", "_hooks", "_retains_grad", "__weakref__")
+    __slots__ = ("_data", "_requires_grad", "grad", "_entry", "_changed_at", "_hooks", "_retains_grad", "_made_at", "__weakref__")
     # NumPy must hand mixed expressions (ndarray * Tensor) to our reflected operators.
     __array_ufunc__ = None
 
@@ -67,6 +79,8 @@ class Tensor:
         self._changed_at = 0
         self._hooks = None
         self._retains_grad = False
+        if MODE.get().tracing:  # where, for the compiler's errors (a mask drawn anew at every step)
+            self._made_at = autograd._user_frame()
 
     # ----------------------------------------------------------------- construction fast paths
     @classmethod
@@ -105,6 +119,8 @@ class Tensor:
     @property
     def data(self) -> np.ndarray:
         refuse_value_read("Tensor.data")
+        if type(self._data) is DonatedArray:
+            self._data.refuse()
         return self._data
 
     @data.setter
@@ -128,6 +144,8 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         refuse_value_read("np.asarray(tensor)")
+        if type(self._data) is DonatedArray:
+            self._data.refuse()
         if dtype is not None and dtype != self._data.dtype:
             return self._data.astype(dtype)
         return self._data.copy() if copy else self._data
@@ -135,6 +153,8 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         """The underlying array (shared, not copied), as ``torch.Tensor.numpy()``."""
         refuse_value_read("Tensor.numpy()")
+        if type(self._data) is DonatedArray:
+            self._data.refuse()
         return self._data
 
     def item(self):
@@ -248,6 +268,10 @@ class Tensor:
     # ----------------------------------------------------------------- in-place (bump the version)
     def _inplace(self, name: str, apply):
         mode = MODE.get()
+        if mode.tracing:  # before the change: the step then runs eagerly, changing it once per step
+            raise autograd.TraceError(
+                f"{name} changes a tensor of shape {self.shape} in place while minigrad.compile/scan traces a step "
+                f"(at {autograd._user_frame()}): one program would make the change once, not at every step")
         if self._requires_grad and mode.grad_enabled:
             raise RuntimeError(
                 f"{name}: in-place change of a tensor that requires grad would corrupt its gradient; "

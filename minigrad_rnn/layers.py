@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 
 from minigrad import Tensor, autograd, functional as F, ops
-from minigrad.autograd import TraceError, no_grad
+from minigrad.autograd import no_grad
 from minigrad.checkpointing import _generators, checkpoint, generator_states, set_generator_states
 from minigrad.compiler import donatable, refuse_donated, scan
 from minigrad.nn import Module, ModuleList, Parameter
@@ -137,17 +137,13 @@ def _time_loop(cell, projected: Tensor, state, masks, reverse: bool, keep_states
     ``projected`` if ``donate``) or eager.
 
     Per-step states (``return_states``) come from the eager loop: a compiled loop has no tensor per step
-    to hook.  A step that cannot be traced (it reads values, or a VJP rule computes a constant from
-    them) runs eagerly, with one warning saying why.
+    to hook.  A step that cannot be compiled (it reads values, changes a tensor in place, or draws from
+    the cell's generators at every step) runs eagerly, with one warning saying why (:func:`minigrad.scan`).
     """
     if compile and not keep_states:
-        try:
-            final, out = scan(lambda carry, x_t: _carry_first(cell.step(x_t, carry)), state, projected,
-                              reverse=reverse, masks=masks, donate_xs=donate)
-            return out, final, None
-        except TraceError as error:
-            warnings.warn(f"{type(cell).__name__}: running eagerly, the step cannot be compiled: {error}",
-                          RuntimeWarning, stacklevel=4)
+        final, out = scan(lambda carry, x_t: _carry_first(cell.step(x_t, carry)), state, projected,
+                          reverse=reverse, masks=masks, donate_xs=donate, generators=_generators(cell))
+        return out, final, None
     outputs, final, states = _run(cell, projected, state, masks, reverse, keep_states)
     return _stack_outputs(outputs), final, states
 
