@@ -37,7 +37,8 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
 from benchmarks import custom_cells, op_chain, rnn_steps  # noqa: E402
 from benchmarks.rnn_steps import Unavailable  # noqa: E402
 
-SECTIONS = ("ops", "lstm", "gru", "cells", "compile", "checkpoint", "matmul", "scaling")
+SECTIONS = ("ops", "lstm", "gru", "cells", "compile", "call", "checkpoint", "matmul", "scaling")
+CALL_HIDDEN = 384  # the char-LM's default hidden size: sampling calls the layer once per character
 CELL_CASES = [(32, 50, 128), (1, 100, 32)]  # (B, T, I = H), float32
 COMPILE_CASE = (32, 50, 128)  # (B, T, I = H), float32; batch sizes above B give new signatures
 CHECKPOINT_CASE, CHECKPOINT_EVERY = (16, 5000, 128), 70  # (B, T, I = H), float32: issue 13's case
@@ -340,6 +341,73 @@ def _compile_markdown(rows):
     return "\n".join(lines)
 
 
+def run_call(settings):
+    """What one call costs where calls, not flops, dominate: an LSTM layer at B=1 T=1 (sampling from the
+    char-LM calls it once per character) under no_grad and as a training step, and a small
+    ``minigrad.compile``d function's training step; each compiled (the default) and eager, interleaved."""
+    if not settings.wants("minigrad"):
+        return []
+    mg = rnn_steps.require("minigrad")
+    LSTM = rnn_steps.require("minigrad_rnn").LSTM
+    rng = np.random.default_rng(0)
+    H = CALL_HIDDEN
+    layers = {compile: LSTM(H, H, dtype=np.float32, rng=np.random.default_rng(0), compile=compile)  # noqa: A002
+              for compile in (True, False)}
+    x = mg.Tensor(rng.standard_normal((1, 1, H)).astype(np.float32))
+    w1, w2 = (mg.Tensor(rng.standard_normal(shape) * 0.1, requires_grad=True) for shape in ((64, 64), (64, 64)))
+    mlp_x = mg.Tensor(rng.standard_normal((8, 64)))
+
+    def mlp(x):
+        return (mg.tanh(mg.tanh(x @ w1) @ w2) ** 2).sum()
+
+    def sample(layer):
+        def call():
+            with mg.no_grad():
+                layer(x)
+        return call
+
+    def train(layer):
+        def call():
+            layer.zero_grad()
+            layer(x)[0].sum().backward()
+        return call
+
+    def mlp_step(fn):
+        def call():
+            w1.grad = w2.grad = None
+            fn(mlp_x).backward()
+        return call
+
+    cases = {f"LSTM H={H} B=1 T=1, no_grad (a sampled character)": {c: sample(layers[c]) for c in (True, False)},
+             f"LSTM H={H} B=1 T=1, forward + backward": {c: train(layers[c]) for c in (True, False)},
+             "compile(fn): a 2-layer tanh MLP (8, 64), forward + backward": {True: mlp_step(mg.compile(mlp)),
+                                                                            False: mlp_step(mlp)}}
+    rows = []
+    for case, calls in cases.items():
+        group = [{"section": "call", "case": case, "dtype": "float32" if "LSTM" in case else "float64",
+                  "library": "minigrad" if compiled else "minigrad-eager", "unit": "s"} for compiled in calls]
+        fns = {row["library"]: (calls[row["library"] == "minigrad"], warm_up(calls[row["library"] == "minigrad"])[1])
+               for row in group}
+        _record(group, fns, settings)
+        for row in group:
+            log(f"  call {case} {row['library']}: {row['median'] * 1e6:.0f} us")
+        rows += group
+    return rows
+
+
+def _call_markdown(rows):
+    """Each case's microseconds per call, compiled and eager."""
+    lines = ["| case | library | us per call (median) | min-max | x eager |", "|---|---|---:|---:|---:|"]
+    eager = {r["case"]: r for r in rows if r["library"] == "minigrad-eager" and r.get("status") == "ok"}
+    for r in rows:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['case']} | {r['library']} | | | {r.get('status', '')} |")
+            continue
+        ratio = f"{r['median'] / eager[r['case']]['median']:.2f}" if r["case"] in eager else "-"
+        lines.append(f"| {r['case']} | {r['library']} | {r['median'] * 1e6:.0f} | {_spread(r, 1e6, '.0f')} | {ratio} |")
+    return "\n".join(lines)
+
+
 def run_checkpoint(settings):
     """A long-sequence LSTM step plainly and with ``checkpoint_every``: time and peak memory, interleaved."""
     B, T, H = CHECKPOINT_CASE
@@ -541,6 +609,8 @@ def markdown(section, rows):
         return _checkpoint_markdown(rows)
     if section == "compile":
         return _compile_markdown(rows)
+    if section == "call":
+        return _call_markdown(rows)
     if section == "matmul":
         lines = ["| matmul | dtype | library | GFLOP/s (median) | best | ms |", "|---|---|---|---:|---:|---:|"]
         for r in rows:
@@ -672,6 +742,7 @@ def main(argv=None):
         "gru": lambda s: run_rnn("gru", s),
         "cells": run_cells,
         "compile": run_compile,
+        "call": run_call,
         "checkpoint": run_checkpoint,
         "matmul": run_matmul,
         "scaling": run_scaling,

@@ -113,6 +113,18 @@ def standardize_vjp(g: np.ndarray, y: np.ndarray, x: np.ndarray, axis: tuple | N
     return dx
 
 
+def safe_log(x: np.ndarray) -> np.ndarray:
+    """log(x) where x > 0, else 0 (pow's d/dy at x <= 0, as PyTorch's)."""
+    positive = x > 0
+    return np.where(positive, np.log(np.where(positive, x, 1)), 0).astype(x.dtype, copy=False)
+
+
+def safe_log_backward(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """g / x where x > 0, else 0: the VJP of :func:`safe_log`."""
+    positive = x > 0
+    return np.where(positive, g / np.where(positive, x, 1), 0).astype(np.result_type(g, x), copy=False)
+
+
 def tanh_derivative(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """1 - y**2, where y = tanh(x); into ``out`` if given (as a ufunc's ``out=``)."""
     d = np.multiply(y, y, out=np.empty_like(y) if out is None else out)

@@ -515,6 +515,8 @@ def backward_pass(outputs, seeds, retain_graph: bool, create_graph: bool, inputs
                     if op.lazy_vjp(total, i, g, t, *xs, **params):
                         continue
                 gx = op.vjps[i](g, t, *xs, **params)
+                if gx is None:  # a compiled run's input that no path reaches (as eager's, unused)
+                    continue
                 if gx._data.dtype is not x._data.dtype and gx._data.dtype != x._data.dtype:
                     gx = gx.astype(x._data.dtype)  # e.g. the float32 input of a float64 op
                 if anomaly:

@@ -50,18 +50,31 @@ class _Checkpoint(_Run):
         self.cotangents = None
 
     def _rerun(self, args):
-        """``fn(*args)`` recorded, with the generators as they were at the first call (the same dropout masks)."""
+        """``fn(*args)`` recorded, with the generators as they were at the first call (the same dropout masks).
+
+        Raises:
+            RuntimeError: the outputs differ from the first call's: something ``fn`` reads was changed
+                in place since (eager's graph would refuse it too, by its version check), or it draws
+                from a generator it was not given.
+        """
         now = generator_states(self.generators)
         set_generator_states(self.generators, self.states)
         try:
             previous = MODE.get()
             MODE.set(previous.replace(grad_enabled=True))
             try:
-                return flatten(self.fn(*args))[0]
+                outputs = flatten(self.fn(*args))[0]
             finally:
                 MODE.set(previous)
         finally:
             set_generator_states(self.generators, now)
+        again = np.concatenate([np.ravel(t._data) for t in outputs]) if outputs else np.empty(0)
+        if again.shape != self.packed.shape or not np.array_equal(again, self.packed, equal_nan=True):
+            raise RuntimeError(
+                f"checkpoint: recomputing {getattr(self.fn, '__name__', 'fn')} in backward gave other outputs than "
+                "its forward: a tensor it reads was changed in place since (as eager's version check refuses), or "
+                "it draws from a random generator not passed as generators=")
+        return outputs
 
     def _backward(self, packed_cotangent: np.ndarray) -> list:
         args, standins = list(self.args), []

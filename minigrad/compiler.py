@@ -1254,7 +1254,7 @@ class _Run:
             if MODE.get().grad_enabled:  # create_graph: differentiate the eager loop, recorded
                 self.cotangents = (g, self._eager_cotangents(g))
             else:
-                self.cotangents = (g, [Tensor._from_array(a) for a in self._backward(g._data)])
+                self.cotangents = (g, [None if a is None else Tensor._from_array(a) for a in self._backward(g._data)])
         return self.cotangents[1][i]
 
     def _backward(self, packed_cotangent: np.ndarray) -> list:
@@ -1262,6 +1262,13 @@ class _Run:
 
     def _eager_cotangents(self, g: Tensor) -> list:
         raise NotImplementedError
+
+
+def _unreached(program: Program, n_inputs: int) -> set:
+    """The inputs no path from the outputs reaches: their cotangent is None, as eager's graph gives."""
+    returns = program.parts.backward_returns
+    return set(range(n_inputs)) - set(program.differentiable) | {
+        i for j, i in enumerate(program.differentiable) if returns[j] == "None"}
 
 
 def _split(packed, shapes) -> list:
@@ -1329,8 +1336,11 @@ class _Loop(_Run):
         for j, i in enumerate(differentiable):
             if i >= nc + nx and j not in program.outer:
                 grads[i] = sums[j] if j not in row_sums else np.add.reduce(rows[row_sums[j][1]], axis=0)
-        return [np.zeros(x.shape, x.dtype) if g is None else g.astype(x.dtype, copy=False)
-                for g, x in zip(grads, inputs)]
+        unreached = _unreached(program, len(inputs))
+        if self.masks is not None:  # padding passes the carry's cotangent through to the initial carry
+            unreached -= set(range(nc))
+        return [None if i in unreached else np.zeros(x.shape, x.dtype) if g is None else g.astype(x.dtype, copy=False)
+                for i, (g, x) in enumerate(zip(grads, inputs))]
 
     def _eager_cotangents(self, g: Tensor) -> list:
         """The step program run again as minigrad ops on this run's own inputs and captured tensors
@@ -1714,7 +1724,9 @@ class _Call(_Run):
         for j, i in enumerate(program.differentiable):
             r = results[j]
             grads[i] = r[0].T @ r[1] if j in program.outer else r
-        return [np.zeros(x.shape, x.dtype) if g is None else np.asarray(g, x.dtype) for g, x in zip(grads, inputs)]
+        unreached = _unreached(program, len(inputs))
+        return [None if i in unreached else np.zeros(x.shape, x.dtype) if g is None else np.asarray(g, x.dtype)
+                for i, (g, x) in enumerate(zip(grads, inputs))]
 
     def _eager_cotangents(self, g: Tensor) -> list:  # the program as minigrad ops, as a loop's
         outputs = _interpret(self.program, dict(zip(self.program.parts.input_names, self.args + self.captured)))

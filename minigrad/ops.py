@@ -106,7 +106,7 @@ mul = binary("mul", np.multiply, lambda g, ans, x, y: g * y, lambda g, ans, x, y
 div = binary("div", np.true_divide, lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y,
              "x / y with NumPy broadcasting (true division).")
 pow = binary("pow", np.power,  # noqa: A001 - the field's name for it
-             lambda g, ans, x, y: g * y * x ** exponent_less_one(x, y), lambda g, ans, x, y: g * ans * _safe_log(x),
+             lambda g, ans, x, y: g * y * x ** exponent_less_one(x, y), lambda g, ans, x, y: g * ans * safe_log(x),
              "x ** y with NumPy broadcasting; d/dy uses log(x), taken as 0 where x <= 0.")
 maximum = binary("maximum", np.maximum,
                  lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.less)),
@@ -127,12 +127,6 @@ exponent_less_one = binary("exponent_less_one", lambda x, y: np.where((x == 0) &
                             "y - 1, but 1 where x == y == 0 (pow's rule for x).")
 
 
-def _safe_log(x: Tensor) -> Tensor:
-    """log(x) where x > 0, else 0: d(x**y)/dy at x <= 0 is taken as 0 instead of NaN."""
-    positive = x._data > 0
-    return where(positive, log(where(positive, x, 1)), 0)
-
-
 # ----------------------------------------------------------------------------- elementwise
 exp = unary("exp", np.exp, lambda g, ans, x: g * ans, "Elementwise e**x.")
 log = unary("log", np.log, lambda g, ans, x: g / x,
@@ -150,6 +144,14 @@ relu = unary("relu", K.relu, lambda g, ans, x: relu_backward(g, x),
 relu_backward = binary("relu_backward", K.relu_backward,
                        lambda gg, ans, g, x: relu_backward(gg, x), lambda gg, ans, g, x: _const(np.zeros_like(x._data)),
                        "The VJP of relu as one op: g where x > 0 (or NaN), else 0.")
+# log(x) where x > 0, else 0, for pow's d/dy, and its VJP g / x where x > 0: ops, not a mask made from
+# the values inside a rule, so pow's backward is all on the tape and compiles (as relu_backward).
+safe_log_backward = binary("safe_log_backward", K.safe_log_backward,
+                           lambda gg, ans, g, x: safe_log_backward(gg, x),
+                           lambda gg, ans, g, x: -safe_log_backward(safe_log_backward(gg * g, x), x),
+                           "The VJP of safe_log as one op: g / x where x > 0, else 0.")
+safe_log = unary("safe_log", K.safe_log, lambda g, ans, x: safe_log_backward(g, x),
+                 "log(x) where x > 0, else 0 (pow's derivative in its exponent, as PyTorch's).")
 sign = unary("sign", K.sign, lambda g, ans, x: _const(np.zeros_like(x._data)),
              "Elementwise sign, 0 at 0 and at NaN (the derivative of |x|); its own derivative is 0.")
 # The VJPs of tanh and sigmoid as one fused op each (as PyTorch's tanh_backward): one NumPy

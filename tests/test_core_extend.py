@@ -32,6 +32,7 @@ STEPS = {
     "fused backward ops": lambda y: ops.tanh_backward(y, mg.tanh(y)) + ops.sigmoid_backward(y, mg.sigmoid(y)),
     "derivatives": lambda y: ops.tanh_derivative(mg.tanh(y)) * ops.sigmoid_derivative(mg.sigmoid(y)),
     "masks as ops": lambda y: ops.relu_backward(y, y - 0.5) * ops.sign(y) + ops.exponent_less_one(y * 0, y[0] * 0),
+    "safe log": lambda y: ops.safe_log(y) + ops.safe_log_backward(y, y - 0.5),
 }
 
 

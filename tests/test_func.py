@@ -32,6 +32,8 @@ CASES = {
     "sigmoid": (mg.sigmoid, [(3, 4)], None),
     "relu": (mg.relu, [(3, 4)], lambda k, a: np.sign(a) * (np.abs(a) + 0.2)),
     "relu_backward": (ops.relu_backward, [(3, 4), (3, 4)], lambda k, a: np.sign(a) * (np.abs(a) + 0.2)),
+    "safe_log": (ops.safe_log, [(3, 4)], lambda k, a: np.sign(a) * (np.abs(a) + 0.2)),
+    "safe_log_backward": (ops.safe_log_backward, [(3, 4), (3, 4)], lambda k, a: np.sign(a) * (np.abs(a) + 0.2)),
     "sign": (ops.sign, [(3, 4)], lambda k, a: np.sign(a) * (np.abs(a) + 0.2)),
     "exponent_less_one": (ops.exponent_less_one, [(3, 4), (4,)], lambda k, a: np.sign(a) * (np.abs(a) + 0.2)),
     "tanh_backward": (ops.tanh_backward, [(3, 4), (3, 4)], None),
