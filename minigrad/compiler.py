@@ -1,4 +1,4 @@
-"""Compiled steps: trace a function once, run its forward and backward as generated NumPy.
+"""Compiled steps: read a program off the tape, run its backward (and a loop's forward) as generated NumPy.
 
 Tracing runs the function eagerly on stand-in tensors.  The tape it records is the program
 (the Wengert list): every entry is ``op(inputs, **params)``, and the op table gives each
@@ -10,12 +10,16 @@ each op's NumPy forward: :func:`Program.source` prints them.
 
 :func:`scan` runs a step program over a sequence (JAX's ``lax.scan``) and records ONE tape
 entry for the whole loop; :func:`compile` does the same for one call of a function.  The
-eager path stays the reference semantics: what is compiled must equal it.
+eager path stays the reference semantics: what is compiled must equal it.  No program outlives
+what it was read from: ``compile`` reads each call's own tape (the call runs eagerly), and
+``scan`` traces every call's first step and runs its last on the tape, where it must record
+the same program (a guard against anything that changes from step to step).
 
-While tracing, reading a tensor's values into Python (``bool(t)``, ``t.item()``, ``t.data``,
-``np.asarray(t)``, ``t > 0``) raises :class:`~minigrad.autograd.TraceError`: a program
-follows one path through Python control flow and cannot see values (JAX's tracers refuse
-the same way).
+While a step is traced, reading a tensor's values into Python (``bool(t)``, ``t.item()``,
+``t.data``, ``np.asarray(t)``, ``t > 0``) or changing a tensor in place raises
+:class:`~minigrad.autograd.TraceError`: one program follows one path through Python control
+flow and repeats no side effect (JAX's tracers refuse the same way); :func:`scan` then runs
+the loop eagerly, with a warning naming the line.
 """
 from __future__ import annotations
 
@@ -567,7 +571,7 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
 
     differentiable = [i for i, t in enumerate(inputs)
                       if (requires_grad[i] if i < n_args else t._requires_grad) and t.dtype.kind == "f"]
-    grads, seeds, start = _trace_backward(outputs, [inputs[i] for i in differentiable], captured)
+    grads, seeds, start = _trace_backward(outputs, [inputs[i] for i in differentiable], inputs)
 
     # The backward program's values: the seeds, forward values (residuals) and its own nodes.
     names = {g: f"g{k}" for k, g in enumerate(seeds)}
@@ -588,7 +592,7 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
             if t._data.ndim != 0:
                 raise TraceError(
                     f"compile: a VJP rule made a constant of shape {t.shape} from values it read (not an op "
-                    "on the tape), so a compiled program cannot recompute it; use compile=False for this function")
+                    "on the tape), so a compiled program cannot recompute it")
             names[t] = writer.constant(t._data)  # a number in a rule (``1 - y``, ``x * 2``)
             bshapes[names[t]] = (t.shape, t.dtype)
             continue
@@ -596,7 +600,7 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
             if _literal(v) is None and id(v) not in forward_params and not isinstance(v, (np.dtype, type)):
                 raise TraceError(
                     f"compile: the VJP rule behind {entry.op.name} passes a parameter computed from values "
-                    f"({type(v).__name__}); a compiled program cannot recompute it; use compile=False")
+                    f"({type(v).__name__}); a compiled program cannot recompute it")
         order.append((entry.index, t))
         stack.extend(entry.inputs)
     order.sort(key=lambda pair: pair[0])
@@ -666,11 +670,12 @@ class _Parts:
         self.shapes = shapes  # value name -> (shape, dtype)
 
 
-def _trace_backward(outputs, wrt, captured):
+def _trace_backward(outputs, wrt, inputs):
     """Reverse mode over the forward trace with ``create_graph=True``: the VJP rules record the backward.
 
-    The captured constants require grad while it runs, so that what a rule computes from them
-    (``W.T`` of a frozen weight) is recorded too, not made a constant of this trace."""
+    The program's inputs that are constants (a frozen weight, an argument that needs no gradient)
+    require grad while it runs, so that what a rule computes from them (``W.T``, ``x.T``) is
+    recorded too, not made a constant of this trace."""
     seeds = [Tensor._from_array(np.zeros(t.shape, t.dtype)) for t in outputs]
     for g in seeds:
         g._requires_grad = True
@@ -678,7 +683,7 @@ def _trace_backward(outputs, wrt, captured):
     live = [k for k, t in enumerate(outputs) if t._requires_grad and t.dtype.kind == "f"]
     if not live or not wrt:
         return [None] * len(wrt), seeds, start
-    constants = [t for t in captured if not t._requires_grad and t.dtype.kind == "f"]
+    constants = [t for t in inputs if not t._requires_grad and t.dtype.kind == "f"]
     previous = MODE.get()
     MODE.set(previous.replace(grad_enabled=True, tracing=True))
     try:
@@ -1568,11 +1573,21 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     or (B, 1) bool array: where False, the step is padding — the carry keeps its old value,
     ``y_t`` is 0, and no gradient flows through that step (the sequence driver's ``lengths``).
 
-    The step is traced once per call (one eager step) and run as generated NumPy: see
-    :class:`Program`.  The whole loop is ONE tape entry; its VJP runs the compiled step
-    backward from the last step to the first, and sums every captured weight's ``x_t.T @ g_t``
-    terms in one matmul.  ``create_graph=True`` through it runs the step program again as
-    minigrad ops on the loop's own inputs and differentiates that, so higher derivatives are exact.  ``compile=False``, anomaly mode, or
+    Every call traces the first step (one eager step on stand-ins) and runs every step but the
+    last as that program, in generated NumPy (see :class:`Program`), as ONE tape entry: its VJP
+    runs the compiled step backward from the last of them to the first and sums every captured
+    weight's ``x_t.T @ g_t`` terms in one matmul.  The last step runs on the tape, traced: the
+    final carry is that step's own tensor, so its hooks and ``retain_grad`` see what flows back
+    from ``ys`` too, as eager's; and it must record the first step's program (the same ops,
+    parameters, captured tensors and constant values), else the loop runs eagerly with a
+    ``RuntimeWarning``.  So does a step that reads a tensor's values, changes a tensor in place,
+    or draws from one of ``generators`` (the ``numpy.random.Generator`` objects it may draw from;
+    the sequence driver passes the cell's): they are restored first, so the eager loop draws
+    what a plain eager call would.  Nothing is cached but programs keyed by what the trace
+    recorded, so whatever the step reads (closure values, rebound tensors, ``training``,
+    ``requires_grad``) is this call's.  ``create_graph=True`` through it runs the step program
+    again as minigrad ops on the loop's own inputs and differentiates that, so higher
+    derivatives are exact.  ``compile=False``, anomaly mode, forward mode, a single step, or
     leaves of several dtypes run the loop eagerly (the reference semantics).
 
     ``donate_xs=True`` gives the loop the memory of ``xs`` (JAX's buffer donation): a forward value
@@ -1581,12 +1596,14 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     it only for ``xs`` nothing else reads afterwards (the sequence driver donates the projection
     it made).  A leaf of ``xs`` is taken only if recorded ops made it and none of their VJP rules
     read it (:func:`minigrad.extend.saves`); it is marked changed in place, so anything else that
-    saved it refuses in backward; ``create_graph`` through the loop recomputes it from its tape.
+    saved it refuses in backward, reading it afterwards raises ``RuntimeError`` (as JAX refuses
+    a donated buffer), and ``create_graph`` through the loop recomputes it from its tape.
 
     Raises:
         ValueError: ``xs`` has no steps, or leaves of different lengths.
-        TypeError: ``step`` returns a carry of another structure, shape or dtype (as JAX).
-        TraceError: ``step`` reads a tensor's values (``bool(t)``, ``t.item()``, ``t.data``).
+        TypeError: ``step`` returns a carry of another structure, shape or dtype (as JAX; a dict
+            may come back with its keys in another order).
+        RuntimeError: a leaf of ``xs`` or ``init`` is memory an earlier loop was donated.
     """
     x_leaves, x_structure = flatten(xs)
     carry_leaves, carry_structure = flatten(init)
@@ -1597,7 +1614,8 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
         raise ValueError(f"scan: every leaf of xs needs the same leading length; got {[x.shape for x in x_leaves]}")
     refuse_donated(x_leaves + carry_leaves, "scan")
     mode = MODE.get()
-    if not compile or mode.anomaly or mode.tracing or mode.forward:  # forward mode pushes tangents eagerly
+    # Forward mode pushes tangents eagerly; one step is its own last step, which runs on the tape anyway.
+    if not compile or mode.anomaly or mode.tracing or mode.forward or T == 1:
         return _eager_scan(step, init, xs, reverse, masks)
     generators = list(generators)
     states = generator_states(generators)
@@ -1624,9 +1642,6 @@ def _compiled_scan(step, carry_leaves, carry_structure, x_leaves, x_structure, r
     """
     T, nc = x_leaves[0].shape[0], len(carry_leaves)
     times = list(range(T - 1, -1, -1)) if reverse else list(range(T))
-    if T == 1:  # the one step is the last: traced on the tape, nothing to compile
-        return _last_step(step, carry_leaves, carry_structure, [x[times[0]] for x in x_leaves], x_structure, times[0],
-                          masks, None, False)
     states = generator_states(generators)
     tr = _trace_step(step, carry_leaves, carry_structure, x_leaves, x_structure, times[0])
     if generator_states(generators) != states:
@@ -1672,27 +1687,23 @@ def _compiled_scan(step, carry_leaves, carry_structure, x_leaves, x_structure, r
 
 
 def _last_step(step, carry_leaves, carry_structure, x_t, x_structure, t: int, masks, ys, differentiate: bool,
-               first=None):
+               first):
     """Step ``t`` traced on the tape from ``carry_leaves`` and ``x_t`` (the xs leaves at t): the final
     carry, and ys with its y as row t.
 
-    ``ys``: the loop's outputs (T, ...), every row written but t's; None when this is the only step.
+    ``ys``: the loop's outputs (T, ...), every row written but t's.
     ``first``: the first step's trace, whose program this one must record too.
     """
     standins = [v if v._requires_grad else _leaf_requiring_grad(v._data) for v in list(carry_leaves) + x_t]
     tr = _trace_step(step, carry_leaves, carry_structure, x_t, x_structure, t, standins)
     if first is not None:
         check_same_program(first, tr, "the step")
-    keep = differentiate or ys is None and MODE.get().grad_enabled and any(
-        v._requires_grad for v in list(carry_leaves) + x_t + tr.captured)
-    outputs = tr.outputs if keep else [Tensor._from_array(o._data) for o in tr.outputs]
+    outputs = tr.outputs if differentiate else [Tensor._from_array(o._data) for o in tr.outputs]
     new_carry, y = unflatten(tr.out_structure, outputs)
     mask = None if masks is None else masks[t]
     new_carry, y = _masked_step(mask, unflatten(carry_structure, list(carry_leaves)), new_carry, y)
     y_leaves, y_structure = flatten(y)
-    if ys is None:
-        stacked = [ops.stack([v]) for v in y_leaves]
-    elif differentiate:
+    if differentiate:
         stacked = [WITH_LAST_ROW(full, v, index=t) for full, v in zip(ys, y_leaves)]
     else:
         for full, v in zip(ys, y_leaves):
@@ -1871,10 +1882,13 @@ def _hooks_suspended(tensors):
 
 
 def compile(fn=None, *, cache_size: int = 64):  # noqa: A001 - torch.compile's name
-    """Trace ``fn`` once per signature and run it as generated NumPy: see :class:`Compiled`.
+    """``fn`` with its backward as one generated program, read off each call's tape: see :class:`Compiled`.
 
     ``fn(*args)`` takes Tensors (or nests of them) and returns a Tensor or a nest of Tensors of
     one float dtype.  Usable as ``@minigrad.compile`` or ``minigrad.compile(fn)``.
+
+    Raises:
+        TypeError: ``fn`` is not callable; ``cache_size`` is not a positive int.
     """
     if fn is None:
         return functools.partial(compile, cache_size=cache_size)

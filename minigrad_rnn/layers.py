@@ -141,8 +141,9 @@ def _time_loop(cell, projected: Tensor, state, masks, reverse: bool, keep_states
     the cell's generators at every step) runs eagerly, with one warning saying why (:func:`minigrad.scan`).
     """
     if compile and not keep_states:
+        steps = tree_leaves(projected)[0].shape[0]  # one step runs eagerly: no generators to look for
         final, out = scan(lambda carry, x_t: _carry_first(cell.step(x_t, carry)), state, projected,
-                          reverse=reverse, masks=masks, donate_xs=donate, generators=_generators(cell))
+                          reverse=reverse, masks=masks, donate_xs=donate, generators=_generators(cell) if steps > 1 else ())
         return out, final, None
     outputs, final, states = _run(cell, projected, state, masks, reverse, keep_states)
     return _stack_outputs(outputs), final, states
