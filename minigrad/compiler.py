@@ -1807,8 +1807,8 @@ class Compiled:
             outputs = flatten(result)[0]
         except TypeError:
             return None
-        if not any(t._requires_grad for t in outputs) or len({t.dtype for t in outputs}) != 1 \
-                or outputs[0].dtype.kind != "f" or len(set(outputs)) != len(outputs):
+        if not all(t._requires_grad for t in outputs) or len({t.dtype for t in outputs}) != 1 \
+                or outputs[0].dtype.kind != "f" or len(set(outputs)) != len(outputs) or len(set(leaves)) != len(leaves):
             return None
         tr = read_tape(leaves, result, start, structure, [t._requires_grad for t in leaves])
         returned = set(outputs)

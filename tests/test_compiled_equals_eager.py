@@ -278,6 +278,16 @@ def test_an_output_computed_from_another_output_keeps_its_eager_graph():
         _same(a, b)
 
 
+def test_a_compiled_function_given_one_tensor_twice_or_returning_a_constant_is_as_eager():
+    w = mg.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    f = mg.compile(lambda x, y: ((x * y * w).sum(), x * 2.0))
+    x = mg.tensor([3.0, 4.0])
+    loss, constant = f(x, x)
+    assert loss.item() == 41.0 and not constant.requires_grad
+    (g,) = mg.grad(loss, w)
+    np.testing.assert_array_equal(g.data, [9.0, 16.0])
+
+
 # --------------------------------------------------------------------------- the property
 class _World:
     """What a function reads besides its arguments: Python scalars, tensors (looked up by name at
