@@ -4,12 +4,15 @@ Format: a `safetensors <https://github.com/huggingface/safetensors>`_ file (the 
 format of PyTorch and Hugging Face). Every array is a tensor named by its path in ``obj``
 (``model.cell.weight_ih``, ``optimizer.moments.0``), so a saved ``state_dict`` loads in
 PyTorch with ``safetensors.torch.load_file`` + ``load_state_dict``. The header's
-``__metadata__`` holds ``format`` (``"minigrad-checkpoint"``), ``version`` (``"2"``),
-``tree`` and ``sha256``. ``tree`` is JSON: a node is null, true/false, a string, or one of
+``__metadata__`` holds ``format`` (``"minigrad-checkpoint"``), ``version`` (``"3"``),
+``tree``, ``sha256`` and ``digest``. ``tree`` is JSON: a node is null, true/false, a string, or one of
 ``{"int": hex}``, ``{"float": repr}``, ``{"dict": [[key, node], ...]}``, ``{"list": [...]}``,
 ``{"tuple": [...]}``, ``{"tensor": name}`` or ``{"scalar": name}`` (a 0-d tensor loaded as a
 NumPy scalar). ``sha256`` maps each tensor name to the SHA-256 of its bytes: safetensors has
-no checksum of its own, and a flipped bit in a weight must not load silently.
+no checksum of its own, and a flipped bit in a weight must not load silently. ``digest`` is the
+SHA-256 of everything else the file says (format, version, tree, the checksums, each tensor's
+dtype and shape), so a changed byte in the header cannot rename a key or turn ``lr`` 0.001 into
+9.001 either. Version 2 files (without ``digest``) still load.
 
 Safety: nothing is ever unpickled. The header's length is checked against the file's size
 before anything is read, the safetensors library checks that the declared tensors exactly
@@ -35,13 +38,14 @@ from safetensors.numpy import save as _save_safetensors
 
 __all__ = ["CheckpointError", "load", "save"]
 
-_FORMAT, _VERSION = "minigrad-checkpoint", "2"
+_FORMAT, _VERSION, _READS = "minigrad-checkpoint", "3", ("2", "3")  # version 2: no digest
+_MAX_DEPTH = 100  # containers nested deeper are refused by save and by load (no RecursionError)
 _TAGS = {"dict": list, "list": list, "tuple": list, "int": str, "float": str,
          "tensor": str, "scalar": str}  # tag -> JSON type of its value
 # The dtypes a safetensors file holds (safetensors.numpy's table; bfloat16 and fp8 have no NumPy dtype).
 _DTYPES = frozenset(map(np.dtype, ["bool", "u1", "i1", "u2", "i2", "f2", "u4", "i4", "f4", "c8", "u8", "i8",
                                    "f8"]))
-_OURS = frozenset({"format", "version", "tree", "sha256"})  # any of them: a file of ours, checked whole
+_OURS = frozenset({"format", "version", "tree", "sha256", "digest"})  # any of them: a file of ours, checked whole
 _HEADER_LIMIT = 100 * 2**20  # the safetensors library's own limit on the JSON header
 
 
@@ -59,16 +63,24 @@ def save(obj, path):
     ndarrays; shared arrays load as copies, Fortran-ordered ones as C-ordered, ``np.str_`` as str.
 
     Raises TypeError naming the type and key path (``obj['model']['w']``) for anything else,
-    non-str keys, other dtypes (str, datetime, complex128, object) or a structure that contains
-    itself, before touching the disk; OSError naming ``path`` if its folder is missing or
-    unwritable, or the write fails (a full disk).
+    non-str keys, other dtypes (str, datetime, complex128, object), containers nested more than
+    100 deep or a structure that contains itself, before touching the disk; OSError naming
+    ``path`` if its folder is missing or unwritable, or the write fails (a full disk).
     """
     path = os.fspath(path)
     tensors = {}
     tree = _encode(obj, tensors, (), "obj", set())
     metadata = {"format": _FORMAT, "version": _VERSION, "tree": json.dumps(tree),
                 "sha256": json.dumps({name: _sha256(t) for name, t in tensors.items()})}
+    metadata["digest"] = _digest(metadata, tensors)
     _write_atomically(path, _save_safetensors(tensors, metadata=metadata))
+
+
+def _digest(metadata: dict, tensors: dict) -> str:
+    """The SHA-256 of what a file says besides its tensors' bytes: its metadata and each tensor's dtype and shape."""
+    said = {key: metadata[key] for key in ("format", "version", "tree", "sha256")}
+    said["tensors"] = {name: [t.dtype.str, list(t.shape)] for name, t in tensors.items()}
+    return hashlib.sha256(json.dumps(said, sort_keys=True).encode()).hexdigest()
 
 
 def _sha256(array: np.ndarray) -> str:
@@ -123,17 +135,21 @@ def load(path):
     the file's order, ready for ``Module.load_state_dict``.
 
     Raises FileNotFoundError if ``path`` does not exist, and CheckpointError (a ValueError naming
-    the path and the problem) for anything that is not an intact checkpoint: not a regular file,
-    not a safetensors file (an ``.npz`` of minigrad 0.1 included), a header claiming more bytes
-    than the file holds, a truncated or corrupted file, a tensor that fails its checksum, a
-    dtype NumPy lacks (bfloat16), a malformed structure, a newer version.
+    the path and the problem) for anything that is not an intact checkpoint: not a regular file
+    (a folder, a FIFO, a device: refused before it is opened), not a safetensors file (an
+    ``.npz`` of minigrad 0.1 included), a header claiming more bytes than the file holds, a
+    truncated or corrupted file, a tensor that fails its checksum, metadata that fails its
+    digest, a dtype NumPy lacks (bfloat16), a malformed structure (or one nested more than 100
+    deep), a newer version.
     """
     def refuse(problem):
         return CheckpointError(f"cannot load {os.fspath(path)!r}: {problem}")
 
+    if not stat.S_ISREG(os.stat(path).st_mode):  # before open(): opening a FIFO would block
+        raise refuse("not a regular file")
     with open(path, "rb") as f:
         info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(info.st_mode):  # replaced since the check
             raise refuse("not a regular file")
         prefix = f.read(8)
         if prefix[:2] == b"PK":
@@ -148,8 +164,8 @@ def load(path):
     try:
         header = json.loads(data[8:8 + header_size])
         tensors = _load_safetensors(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise refuse(f"not a minigrad checkpoint (the header is not JSON: {e})") from e
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise refuse(f"not a minigrad checkpoint (the header is not JSON: {e!r})") from e
     except KeyError as e:  # safetensors.numpy's dtype table lacks it
         raise refuse(f"holds a tensor of dtype {e.args[0]}, which NumPy cannot represent") from e
     except SafetensorError as e:
@@ -160,9 +176,12 @@ def load(path):
         return {name: tensors[name] for name in header if name != "__metadata__"}
     if metadata.get("format") != _FORMAT:
         raise refuse(f"not a minigrad checkpoint (format {metadata.get('format')!r})")
-    if (version := metadata.get("version")) != _VERSION:
-        raise refuse(f"unsupported checkpoint version {version!r} (this minigrad reads version {_VERSION})")
+    if (version := metadata.get("version")) not in _READS:
+        raise refuse(f"unsupported checkpoint version {version!r} (this minigrad reads versions "
+                     f"{', '.join(_READS)})")
     try:
+        if version != "2" and metadata.get("digest") != _digest(metadata, tensors):
+            raise refuse("its metadata does not match its digest (the file is corrupted)")
         checksums = json.loads(metadata["sha256"])
         if not isinstance(checksums, dict) or set(checksums) != set(tensors):
             raise ValueError("the checksums do not list exactly the file's tensors")
@@ -197,7 +216,7 @@ def _encode(obj, tensors, keys: tuple, where: str, open_containers: set):
             raise TypeError(f"cannot save array of dtype {array.dtype} at {where}: a safetensors file "
                             "holds bool, (u)int8-64, float16/32/64 and complex64 tensors")
         name = ".".join(keys) or "tensor"
-        while name in tensors:  # {"a.b": x, "a": {"b": y}} would share a name
+        while name in tensors or name == "__metadata__":  # {"a.b": x, "a": {"b": y}} would share a name
             name += "~"
         tensors[name] = np.array(array, dtype=little_endian, order="C", copy=None)
         return {"scalar" if isinstance(obj, np.generic) else "tensor": name}
@@ -208,6 +227,8 @@ def _encode(obj, tensors, keys: tuple, where: str, open_containers: set):
     if isinstance(obj, float):  # repr is exact and spells nan/inf
         return {"float": repr(float(obj))}
     if isinstance(obj, (dict, list, tuple)):
+        if len(open_containers) >= _MAX_DEPTH:
+            raise TypeError(f"cannot save {where}: containers nest more than {_MAX_DEPTH} deep")
         if id(obj) in open_containers:
             raise TypeError(f"cannot save a structure that contains itself: {where} is one of its own "
                             "containers")
@@ -233,10 +254,12 @@ def _encode_container(obj, tensors, keys: tuple, where: str, open_containers: se
                   for i, v in enumerate(obj)]}
 
 
-def _decode(node, tensors, unused: set):
+def _decode(node, tensors, unused: set, depth: int = 0):
     """Inverse of ``_encode``; removes the tensors it uses from ``unused``; raises ValueError if the tree is malformed."""
     if node is None or isinstance(node, (bool, str)):
         return node
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"containers nest more than {_MAX_DEPTH} deep")
     if type(node) is not dict or len(node) != 1:
         raise ValueError(f"unexpected node {str(node)[:60]}")
     [(tag, value)] = node.items()
@@ -245,9 +268,9 @@ def _decode(node, tensors, unused: set):
     if tag == "dict":
         if not all(type(p) is list and len(p) == 2 and type(p[0]) is str for p in value):
             raise ValueError(f"bad dict items {str(value)[:60]}")
-        return {key: _decode(v, tensors, unused) for key, v in value}
+        return {key: _decode(v, tensors, unused, depth + 1) for key, v in value}
     if tag in ("list", "tuple"):
-        items = [_decode(v, tensors, unused) for v in value]
+        items = [_decode(v, tensors, unused, depth + 1) for v in value]
         return tuple(items) if tag == "tuple" else items
     if tag in ("int", "float"):
         return int(value, 16) if tag == "int" else float(value)
