@@ -68,6 +68,27 @@ def test_inspect_writes_the_page_the_heatmap_and_the_units(trained, tmp_path, ca
     assert all(0 < a.min() and a.max() < 1 for name, a in acts.items() if name.endswith("gate"))
 
 
+def test_the_heatmaps_window_fits_the_text_for_every_length():
+    # --max-chars 119, 120, 121, 300 or 1000 crashed matplotlib: the window ran past the text's end
+    text = (TEXT * 40)
+    for length in range(1, 401):
+        part = text[:length]
+        n = min(len(part), inspection.HEATMAP_CHARS)
+        a = inspection._window(part, inspection.text_properties(part), n)
+        assert len(part[a:a + n]) == n, length
+
+
+@pytest.mark.parametrize("length", [3, 119, 120, 121, 300, 1000])
+def test_the_heatmap_renders_with_a_colour_bar_and_a_title(tmp_path, length):
+    pytest.importorskip("matplotlib")
+    text = (TEXT * 40)[:length]
+    props = inspection.text_properties(text)
+    acts = {"layer 0 hidden state": np.random.default_rng(0).standard_normal((len(text), 4))}
+    best = {"indentation": {"where": "layer 0 hidden state", "unit": 1, "r": 0.5}}
+    assert inspection.heatmap(tmp_path / "units.png", text, best, acts, props)
+    assert (tmp_path / "units.png").read_bytes().startswith(b"\x89PNG")
+
+
 @pytest.mark.parametrize("content, message", [
     ("x", "has 1 characters; expected at least 2"),
     ("def à é", "has 2 characters the model does not know: 'à', 'é' (the model knows"),

@@ -134,8 +134,9 @@ def _scale(a: np.ndarray) -> float:
 
 
 def _window(text: str, properties: dict, n: int) -> int:
-    """Where the heatmap's ``n`` characters start: the line start where the properties vary most."""
-    starts = [0] + [k + 1 for k, ch in enumerate(text[:-1]) if ch == "\n"]
+    """Where the heatmap's ``n`` characters (at most the text's length) start: the line start where
+    the properties vary most, among those with ``n`` characters after them."""
+    starts = [0] + [k + 1 for k, ch in enumerate(text[:-1]) if ch == "\n" and k + 1 + n <= len(text)]
     spread = {name: p.std() or 1.0 for name, p in properties.items()}
     return max(starts, key=lambda a: sum(p[a:a + n].std() / spread[name] for name, p in properties.items()))
 
@@ -180,7 +181,10 @@ def heatmap(path: Path, text: str, best: dict, acts: dict, properties: dict) -> 
     fig = Figure(figsize=(max(8, n * 0.13), 1 + 0.6 * len(rows)), tight_layout=True)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.imshow(values, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+    image = ax.imshow(values, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+    ax.set_title(f"The units that track each property, over {n} characters of the text", fontsize=9)
+    fig.colorbar(image, ax=ax, pad=0.01, fraction=0.02).set_label(
+        "activation / the unit's\n99th-percentile |activation|", fontsize=7)
     ax.set_yticks(range(len(rows)), [f"{prop}: {f['where']} #{f['unit']} (r={f['r']:.2f})" for prop, f in rows],
                   fontsize=8)
     ax.set_xticks(range(n), ["⏎" if ch == "\n" else ("␣" if ch == " " else ch) for ch in text[a:a + n]],
