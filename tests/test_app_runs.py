@@ -1,9 +1,13 @@
 """What every minigrad-rnn run shares (minigrad_rnn/app/runs.py): the training loop's divergence checks,
 strict JSON, an atomic and checked metrics.csv, and a lock against two runs on one folder."""
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import numpy as np
@@ -142,3 +146,85 @@ def test_no_field_of_a_checkpoint_is_trusted(charlm_checkpoint, damage, message,
         err = capsys.readouterr().err
         assert err.startswith("minigrad-rnn: error: ") and err.count("\n") == 1, err
         assert f"{tmp_path / 'checkpoint.safetensors'} is damaged: {message}" in err, err
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda o: o["state"]["0"].update(step=-3), r"state\['0'\]\['step'\] is -3; expected a whole number"),
+    (lambda o: o["state"]["0"].update(step=10**400), r"state\['0'\]\['step'\] is 1000*; expected a whole number"),
+    (lambda o: o["state"]["0"].update(step=2.5), r"state\['0'\]\['step'\] is 2.5; expected a whole number"),
+    (lambda o: o["param_groups"][0]["params"].reverse(), r"parameter group 0 lists parameters \[.*\]; state_dict"),
+])
+def test_a_tampered_optimizer_state_is_one_damaged_line_on_resume(charlm_checkpoint, damage, message, tmp_path,
+                                                                   capsys):
+    # a math domain error or an OverflowError from Adam before; a permuted params list was accepted
+    import copy
+    checkpoint = copy.deepcopy(charlm_checkpoint)
+    damage(checkpoint["optimizer"])
+    mg.save(checkpoint, tmp_path / "checkpoint.safetensors")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("minigrad-rnn: error: ") and err.count("\n") == 1, err
+    assert re.search("is damaged or does not match its config: Adam.load_state_dict: " + message, err), err
+
+
+TINY_TRAIN = ["train", "--steps", "2", "--hidden-size", "8", "--batch-size", "2", "--seq-len", "8", "--sample-every",
+              "0", "--eval-every", "2"]
+
+
+def test_resume_takes_the_run_folder_or_its_checkpoint_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TINY_TRAIN, "--out", str(out)]) == 0
+    # --resume DIR/checkpoint.safetensors was read as the output folder ("cannot write ...: File exists")
+    assert main(["train", "--resume", str(out / "checkpoint.safetensors"), "--steps", "4"]) == 0, \
+        capsys.readouterr().err
+    assert mg.load(out / "checkpoint.safetensors")["step"] == 4
+    assert main(["train", "--resume", str(out), "--steps", "6"]) == 0
+    assert mg.load(out / "checkpoint.safetensors")["step"] == 6
+
+
+@pytest.mark.parametrize("command", [TINY_TRAIN, ["experiment", "adding", "--steps", "1", "--hidden-size", "4",
+                                                  "--test-size", "10"]])
+def test_a_new_run_refuses_a_folder_holding_other_files_and_leaves_them(tmp_path, capsys, command):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text('{"the user\'s": "own file"}')
+    (out / "results.json").write_text("an earlier experiment")
+    assert main([*command, "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (f"minigrad-rnn: error: {out} is not empty (it holds config.json, results.json); "
+                                       "a new run writes into a new or empty folder: choose another --out\n")
+    assert (out / "config.json").read_text() == '{"the user\'s": "own file"}'
+    assert sorted(os.listdir(out)) == ["config.json", "results.json"]
+
+
+def test_a_finished_run_leaves_no_lock_and_a_killed_runs_lock_blocks_nobody(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TINY_TRAIN, "--out", str(out)]) == 0
+    assert not (out / ".lock").exists()
+    killed = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, time
+        f = open({str(out / '.lock')!r}, "a")
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        print("locked", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert killed.stdout.readline().strip() == "locked"
+    killed.kill()
+    killed.wait()
+    assert (out / ".lock").exists()  # left by the killed run: its lock went with its process
+    assert main(["train", "--resume", str(out), "--steps", "4"]) == 0, capsys.readouterr().err
+    assert not (out / ".lock").exists()
+
+
+def test_a_run_stopped_by_ctrl_c_removes_its_lock(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "minigrad_rnn", *TINY_TRAIN[:2], "1000000", *TINY_TRAIN[3:],
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "metrics.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (out / ".lock").exists()  # held while it runs
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode in (0, 130)  # stopped after its step, or interrupted before the loop began
+    assert not (out / ".lock").exists()

@@ -276,6 +276,29 @@ def test_load_state_dict_structural_errors():
         target.load_state_dict({"state": {}})
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s["state"]["0"].update(step=-3), r"state\['0'\]\['step'\] is -3; expected a whole number from 0"),
+    (lambda s: s["state"]["0"].update(step=10**400), r"state\['0'\]\['step'\] is 1000.*; expected a whole number"),
+    (lambda s: s["state"]["0"].update(step=2.5), r"state\['0'\]\['step'\] is 2.5; expected a whole number"),
+    (lambda s: s["state"]["0"].update(step=True), r"state\['0'\]\['step'\] is True; expected a whole number"),
+    (lambda s: s["state"]["0"]["exp_avg_sq"].__setitem__(0, np.nan), r"state\['0'\]\['exp_avg_sq'\] holds NaN or Inf"),
+    (lambda s: s["param_groups"][0].update(params=[1, 0]), r"parameter group 0 lists parameters \[1, 0\]; "
+                                                            r"state_dict\(\) numbers them \[0, 1\] in order"),
+])
+def test_load_state_dict_trusts_no_field_of_the_state(damage, message):
+    # a tampered checkpoint: a math domain error, an OverflowError, or moments swapped between two
+    # tensors of one shape (a permuted params list) before
+    params = [nn.Parameter(np.ones(3)), nn.Parameter(np.full(3, 2.0))]
+    opt = optim.Adam(params)
+    for p in params:
+        p.grad = mg.Tensor(np.arange(3.0) + p.data)
+    opt.step()
+    state = opt.state_dict()
+    damage(state)
+    with pytest.raises(ValueError, match="Adam.load_state_dict: " + message):
+        optim.Adam([nn.Parameter(np.ones(3)), nn.Parameter(np.ones(3))]).load_state_dict(state)
+
+
 def test_load_state_dict_accepts_int_keys():
     target = adam_after_one_step()
     state = adam_after_one_step().state_dict()

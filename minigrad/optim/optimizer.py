@@ -160,11 +160,16 @@ class Optimizer:
         continues bit for bit.  State keys may be ints or strings.  Everything is
         checked before anything changes.
 
+        Nothing read is trusted: a file may have been changed.
+
         Raises:
             ValueError: missing "state"/"param_groups", a different number of groups or of
-                parameters in a group, state for an unknown parameter, state entries that
-                this optimizer (with the saved options) does not use or lacks, or an array
-                whose shape differs from its parameter's (naming the key and both shapes).
+                parameters in a group, parameters not numbered in order as ``state_dict()``
+                numbers them (a permuted list would swap moments between tensors of one shape),
+                state for an unknown parameter, state entries that this optimizer (with the
+                saved options) does not use or lacks, a count (``step``) that is not a whole
+                number from 0 to 2**53, or an array whose shape differs from its parameter's
+                (naming the key and both shapes) or that holds NaN or Inf.
         """
         where = f"{type(self).__name__}.load_state_dict"
         if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
@@ -181,6 +186,10 @@ class Optimizer:
                     f"{where}: parameter group {k} has {len(saved['params'])} parameters in the state dict, "
                     f"{len(group['params'])} in the optimizer"
                 )
+            numbers = list(range(len(owner), len(owner) + len(group["params"])))
+            if list(saved["params"]) != numbers or not all(type(i) is int for i in saved["params"]):
+                raise ValueError(f"{where}: parameter group {k} lists parameters {saved['params']!r}; "
+                                 f"state_dict() numbers them {numbers} in order")
             new_group = {**{key: v for key, v in saved.items() if key != "params"}, "params": group["params"]}
             self._check(new_group)
             new_groups.append(new_group)
@@ -206,6 +215,11 @@ class Optimizer:
                             f"its parameter has shape {param.shape}"
                         )
                     value = value.astype(param.dtype, copy=True)
+                    if not np.isfinite(value).all():
+                        raise ValueError(f"{where}: state[{key!r}][{name!r}] holds NaN or Inf")
+                elif type(expected[name]) is int and (type(value) is not int or not 0 <= value <= 2**53):
+                    raise ValueError(f"{where}: state[{key!r}][{name!r}] is {value!r}; expected a whole number "
+                                     "from 0 to 2**53")
                 state[name] = value
             new_state[param] = state
         for group, new_group in zip(self.param_groups, new_groups):

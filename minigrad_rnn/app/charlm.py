@@ -305,8 +305,8 @@ def load_trained(path) -> tuple[CharLM, Vocabulary, Path]:
 def cmd_train(args) -> int:
     """Train (or resume) a character language model."""
     if args.resume:
-        checkpoint, _ = load_checkpoint(args.resume, check_checkpoint)
-        out = Path(args.resume)
+        checkpoint, file = load_checkpoint(args.resume, check_checkpoint)
+        out = file.parent  # --resume DIR or DIR/checkpoint.safetensors: the run continues in its folder
         config = _resumed_config(args, checkpoint["config"], out)
     else:
         checkpoint = None

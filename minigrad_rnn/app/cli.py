@@ -29,6 +29,7 @@ from minigrad.serialization import CheckpointError
 from . import charlm, experiments, inspection, tagger
 from .errors import CommandError, DataError, UsageError
 from .options import Parser
+from .runs import release_locks
 from .runs import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, PROG
 
 
@@ -66,6 +67,8 @@ def main(argv=None) -> int:
         return _fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
+    finally:
+        release_locks()
 
 
 def _blas_threads():

@@ -274,7 +274,7 @@ def cmd_experiment(args) -> int:
     check_memory(recurrent_parameters(config["cell"], task_class.input_size, H) + (H + 1) * task_class.output_size,
                  config["batch_size"] * config["seq_len"] * 3 * (GATES[config["cell"]] + 2) * H, config["dtype"],
                  f"the {config['cell'].upper()} of hidden size {H}")
-    out = prepare_out_dir(Path(args.out or f"runs/{args.task}-{config['cell']}-T{config['seq_len']}"), fresh=False)
+    out = prepare_out_dir(Path(args.out or f"runs/{args.task}-{config['cell']}-T{config['seq_len']}"), resumable=False)
     run = TaskRun(config)
     task = run.task
     write_json(out / "config.json", config)
@@ -323,7 +323,7 @@ def cmd_gradflow(args) -> int:
     config, _ = resolve_config(args, GRADFLOW_DEFAULTS)
     config["cells"] = args.cells or ["rnn", "lstm", "gru"]
     _check_seq_len(config["task"], config["seq_len"])
-    out = prepare_out_dir(Path(args.out or f"runs/gradflow-{config['task']}-T{config['seq_len']}"), fresh=False)
+    out = prepare_out_dir(Path(args.out or f"runs/gradflow-{config['task']}-T{config['seq_len']}"), resumable=False)
     write_json(out / "config.json", config)
     task, budget = TASKS[config["task"]](config["seq_len"]), Budget(config["steps"], config["minutes"])
     say(f"gradient of the loss with respect to each state, {task.name} task, T = {config['seq_len']}; each cell "

@@ -211,7 +211,8 @@ def cmd_inspect(args) -> int:
     acts = activations(model, vocab.encode(text))
     properties = text_properties(text)
     best = best_units(properties, acts)
-    out = prepare_out_dir(Path(args.out or file.parent / "inspect"), fresh=False, resumable=False)
+    out = prepare_out_dir(Path(args.out or file.parent / "inspect"), resumable=False,
+                          replaces={"inspect.html", "units.png", "units.json"})  # its own files of a run before
     shown = text[:args.html_chars]
     write_atomically(out / "inspect.html", html_page(shown, best, {k: v[:len(shown)] for k, v in acts.items()},
                                                      source))

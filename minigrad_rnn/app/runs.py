@@ -3,6 +3,8 @@ Ctrl-C, progress, and the one training loop that the char-LM, the tagger and the
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import csv
 import hashlib
 import io
@@ -69,7 +71,8 @@ _LOCKS: dict = {}  # output folder -> the open lock file this process holds on i
 
 
 def _lock(out: Path) -> None:
-    """Hold ``out/.lock`` for the rest of this process, so a second run on the same folder refuses."""
+    """Hold ``out/.lock`` until :func:`release_locks` (at the latest, at exit), so a second run on the
+    same folder refuses.  The lock is the kernel's (flock): a killed run's lock file blocks nobody."""
     key = out.resolve()
     if fcntl is None or key in _LOCKS:
         return
@@ -80,15 +83,33 @@ def _lock(out: Path) -> None:
         f.close()
         raise CommandError(f"another minigrad-rnn run is writing to {out}; wait for it or choose another --out") \
             from None
+    if not _LOCKS:
+        atexit.register(release_locks)
     _LOCKS[key] = f
 
 
-def prepare_out_dir(out: Path, fresh: bool = True, resumable: bool = True) -> Path:
-    """Create the output folder and lock it for this run; a fresh run refuses a folder that already holds
-    a checkpoint, and any run a folder that another running minigrad-rnn holds (CommandError)."""
-    if fresh and (out / "checkpoint.safetensors").exists():
-        hint = f"continue it with --resume {out} or choose another --out" if resumable else "choose another --out"
-        raise CommandError(f"{out} already holds a run (checkpoint.safetensors); {hint}")
+def release_locks() -> None:
+    """Remove the lock files this process holds, then let go of them (the command's last act, Ctrl-C too)."""
+    while _LOCKS:
+        folder, f = _LOCKS.popitem()
+        with contextlib.suppress(OSError):
+            (folder / ".lock").unlink()
+        f.close()
+
+
+def prepare_out_dir(out: Path, fresh: bool = True, resumable: bool = True, replaces=()) -> Path:
+    """Create the output folder and lock it for this run (CommandError if another running minigrad-rnn
+    holds it).  A fresh run refuses a folder that holds anything but the files named in ``replaces``
+    (a command's own outputs it may write again): an earlier run, or the user's files."""
+    if fresh and out.is_dir():
+        held = sorted(entry.name for entry in os.scandir(out) if entry.name != ".lock" and entry.name not in replaces)
+        if "checkpoint.safetensors" in held:
+            hint = f"continue it with --resume {out} or choose another --out" if resumable else "choose another --out"
+            raise CommandError(f"{out} already holds a run (checkpoint.safetensors); {hint}")
+        if held:
+            listed = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+            raise CommandError(f"{out} is not empty (it holds {listed}); a new run writes into a new or empty "
+                               "folder: choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"

@@ -148,7 +148,7 @@ def cmd_translate(args) -> int:
     if args.attention:
         config["attention"] = args.attention
     task = ReversalTask(config["max_len"])
-    out = prepare_out_dir(Path(args.out or f"runs/translate-L{config['max_len']}"), fresh=False)
+    out = prepare_out_dir(Path(args.out or f"runs/translate-L{config['max_len']}"), resumable=False)
     write_json(out / "config.json", config)
     say(f"reversal task: digit strings of 1 to {task.max_len} digits; each model trains until "
         f"{config['target_accuracy']:.1%} of the held-out strings come out exactly, or for "
