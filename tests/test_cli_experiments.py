@@ -149,19 +149,19 @@ def test_translate_command_writes_curves_alignments_and_results(capsys, tmp_path
     assert (out / "accuracy.png").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--max-len", "500"], "--max-len must be in [1, 200]; got 500"),
-    (["--cell", "gru"], "--cell applies to the adding and copy tasks only, not to translate"),
+@pytest.mark.parametrize("args, message, status", [
+    (["--max-len", "500"], "--max-len must be in [1, 200]; got 500", 1),
+    (["--cell", "gru"], "unrecognized arguments: --cell gru", 2),  # each task takes only its own options
 ])
-def test_translate_bad_options_are_one_line(capsys, tmp_path, args, message):
-    assert main(["experiment", "translate", *args, "--out", str(tmp_path / "x")]) == 1
+def test_translate_bad_options_are_one_line(capsys, tmp_path, args, message, status):
+    assert main(["experiment", "translate", *args, "--out", str(tmp_path / "x")]) == status
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
 
 def test_translate_only_options_are_refused_elsewhere(capsys):
-    assert main(["experiment", "adding", "--beam-width", "3"]) == 1
-    assert "--beam-width applies to the translate task only, not to adding" in capsys.readouterr().err
+    assert main(["experiment", "adding", "--beam-width", "3"]) == 2
+    assert "unrecognized arguments: --beam-width 3" in capsys.readouterr().err
     assert main(["experiment", "translate", "--beam-width", "0"]) == 2
     assert "argument --beam-width" in capsys.readouterr().err
     assert main(["experiment", "translate", "--attention", "additive,cosine"]) == 2

@@ -30,8 +30,8 @@ from ..utils import detach_state, evaluating
 from .corpus import TBPTTBatches, default_corpus_text, eval_batches, load_text, split_corpus
 from .errors import CommandError, DataError
 from .options import (
-    CELLS, OPTIMIZERS, add_common_options, dropout_probability, make_optimizer, nonnegative_float, nonnegative_int,
-    positive_float, positive_int, size,
+    CELLS, OPTIMIZERS, add_common_options, describe_defaults, dropout_probability, make_optimizer, nonnegative_float,
+    nonnegative_int, positive_float, positive_int, size,
 )
 from .runs import (
     EXIT_INTERRUPTED, FIELDS, GATES, PROG, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, check_config,
@@ -466,29 +466,31 @@ def cmd_sample(args) -> int:
 def add_commands(commands) -> None:
     """Register ``train`` and ``sample`` on the command's subparsers."""
     p = commands.add_parser("train", help="train a character-level language model")
-    p.add_argument("--data", metavar="PATH", help="UTF-8 text file (default: the Python standard library's source)")
+    p.add_argument("--data", metavar="PATH", help="UTF-8 text file (without it: the Python standard library's source)")
     add_common_options(p)
-    p.add_argument("--num-layers", type=size, help="stacked recurrent layers (default 1)")
+    p.add_argument("--num-layers", type=size, help="stacked recurrent layers")
     p.add_argument("--dropout", type=dropout_probability, help="dropout between layers and before the read-out")
     p.add_argument("--seq-len", type=size, help="characters per truncated-BPTT segment")
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adam")
-    p.add_argument("--clip", type=nonnegative_float, help="clip the global gradient norm (0: off; default 5)")
-    p.add_argument("--steps", type=positive_int, help="total training steps")
-    p.add_argument("--minutes", type=positive_float, help="training time of this session "
-                   "(default 2 on the built-in corpus, 10 with --data)")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="the optimizer")
+    p.add_argument("--clip", type=nonnegative_float, help="clip the global gradient norm (0: off)")
+    p.add_argument("--steps", type=positive_int, help="total training steps; without it, until --minutes end")
+    p.add_argument("--minutes", type=positive_float, help="training time of this session")
     p.add_argument("--eval-every", type=positive_int, help="validate and checkpoint every N steps")
     p.add_argument("--sample-every", type=nonnegative_int, help="show a sample every N steps (0: never)")
     p.add_argument("--sample-length", type=positive_int, help="characters per sample shown while training")
-    p.add_argument("--out", metavar="DIR", help="output folder (default runs/charlm-DATE-TIME)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where it stopped")
+    p.add_argument("--out", metavar="DIR", help="output folder (without it: runs/charlm-DATE-TIME)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (or from DIR/checkpoint.safetensors) "
+                   "exactly where it stopped")
+    describe_defaults(p, BUILTIN_DEFAULTS, TRAIN_DEFAULTS, "with --data")
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("sample", help="generate text from a trained model")
     p.add_argument("--checkpoint", metavar="DIR", required=True,
                    help="a train output folder (its last checkpoint), or a checkpoint file such as DIR/best.safetensors")
-    p.add_argument("--prime", metavar="TEXT", help="text to start from (default a newline)")
-    p.add_argument("--length", type=nonnegative_int, default=500, help="characters to generate (default 500)")
+    p.add_argument("--prime", metavar="TEXT", help="text to start from (without it: a newline)")
+    p.add_argument("--length", type=nonnegative_int, default=500, help="characters to generate")
     p.add_argument("--temperature", type=positive_float, default=1.0, help="below 1: safer, above 1: wilder")
     p.add_argument("--top-k", type=positive_int, help="sample among the k likeliest characters only")
-    p.add_argument("--seed", type=nonnegative_int, help="random seed (default: fresh)")
+    p.add_argument("--seed", type=nonnegative_int, help="random seed (without it: a fresh one)")
+    describe_defaults(p, {})
     p.set_defaults(handler=cmd_sample)

@@ -34,8 +34,8 @@ from minigrad.nn.utils import clip_grad_norm_
 from . import translate
 from .errors import CommandError
 from .options import (
-    CELLS, OPTIMIZERS, add_common_options, cell_list, finite_float, make_optimizer, nonnegative_float, nonnegative_int,
-    positive_float, positive_int, size,
+    CELLS, OPTIMIZERS, add_common_options, cell_list, describe_defaults, finite_float, make_optimizer,
+    nonnegative_float, nonnegative_int, positive_float, positive_int, size,
 )
 from .runs import (
     EXIT_INTERRUPTED, GATES, Budget, MetricsFile, TrainingLoop, check_memory, duration, plot_curves,
@@ -52,7 +52,7 @@ EXPERIMENT_DEFAULTS = {
 # float64: a vanishing gradient underflows float32 to exactly zero.  Each cell trains until it solves the
 # task (test loss below `solved_below` x the baseline) or its `minutes` end: the LSTM solves the adding
 # problem at T = 100 in about a minute here, the tanh RNN never does, so the default run takes about 5.
-GRADFLOW_DEFAULTS = {"task": "adding", "seq_len": 100, "hidden_size": 64, "batch_size": 50, "lr": 3e-3,
+GRADFLOW_DEFAULTS = {"task": "adding", "cells": ["rnn", "lstm", "gru"], "seq_len": 100, "hidden_size": 64, "batch_size": 50, "lr": 3e-3,
                      "steps": None, "minutes": 2.0, "eval_every": 100, "solved_below": 0.05, "test_size": 500,
                      "seed": 0, "dtype": "float64", "forget_bias": 1.0}
 
@@ -252,21 +252,9 @@ def gradient_flow(config: dict) -> dict:
     return result
 
 # --------------------------------------------------------------------------- the subcommands
-# options of one kind of experiment only: given to the other, they are a mistake worth saying
-_MEMORY_ONLY = ("cell", "seq_len", "optimizer", "clip", "test_size", "forget_bias")
-_TRANSLATE_ONLY = ("max_len", "attention", "beam_width", "embedding_size")
-
-
 def cmd_experiment(args) -> int:
     """Train one cell on the adding or copy task and compare its test loss with the baseline
-    (the translate task: :func:`translate.cmd_translate`)."""
-    wrong = _MEMORY_ONLY if args.task == "translate" else _TRANSLATE_ONLY
-    given = [name for name in wrong if getattr(args, name, None) is not None]
-    if given:
-        other = "adding and copy tasks" if args.task == "translate" else "translate task"
-        raise CommandError(f"--{given[0].replace('_', '-')} applies to the {other} only, not to {args.task}")
-    if args.task == "translate":
-        return translate.cmd_translate(args)
+    (the translate task is a module of its own: :func:`translate.cmd_translate`)."""
     config, _ = resolve_config(args, EXPERIMENT_DEFAULTS)
     config["task"] = args.task
     _check_seq_len(args.task, config["seq_len"])
@@ -321,7 +309,6 @@ def cmd_gradflow(args) -> int:
     """|dL/dh_t| (and the LSTM's |dL/dc_t|) against t for each cell, at initialization and after training
     until it solves the task or its budget ends."""
     config, _ = resolve_config(args, GRADFLOW_DEFAULTS)
-    config["cells"] = args.cells or ["rnn", "lstm", "gru"]
     _check_seq_len(config["task"], config["seq_len"])
     out = prepare_out_dir(Path(args.out or f"runs/gradflow-{config['task']}-T{config['seq_len']}"), resumable=False)
     write_json(out / "config.json", config)
@@ -359,39 +346,39 @@ def cmd_gradflow(args) -> int:
         writer.writerows((c, p, s, t, f"{v:.6g}") for c, p, s, t, v in rows)
     write_json(out / "results.json", results)
     plotted = plot_curves(out / "gradflow.png", series, "time step t", "gradient norm",
-                          f"gradient flow, {task.name} task, T = {config['seq_len']}", log_y=True)
+                          f"gradient flow, {task.name} task, T = {config['seq_len']}", log_y=True, legend_outside=True)
     say(f"wrote {out / 'gradflow.csv'}, {out / 'results.json'}" + (f" and {out / 'gradflow.png'}" if plotted else ""))
     return EXIT_INTERRUPTED if interrupted else 0
 
 
 def add_commands(commands) -> None:
-    """Register ``experiment`` and ``gradflow`` on the command's subparsers."""
+    """Register ``experiment adding``, ``experiment copy``, ``experiment translate`` and ``gradflow``."""
     p = commands.add_parser("experiment", help="the adding or copy-memory task, or translate (attention)")
-    p.add_argument("task", choices=sorted(TASKS) + ["translate"])
-    add_common_options(p)
-    p.add_argument("--seq-len", type=size, help="T: the distance to remember (default 100)")
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adam")
-    p.add_argument("--clip", type=nonnegative_float, help="clip the global gradient norm (0: off; default 1)")
-    p.add_argument("--steps", type=positive_int, help="training steps")
-    p.add_argument("--minutes", type=positive_float, help="training time (default 10)")
-    p.add_argument("--eval-every", type=positive_int, help="test every N steps (default 100)")
-    p.add_argument("--test-size", type=size, help="test sequences (default 1000)")
-    p.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (default 1, as Keras)")
-    p.add_argument("--max-len", type=size, help="translate: the longest digit string (default 30)")
-    p.add_argument("--attention", type=translate.attention_list,
-                   help="translate: the models to train, e.g. additive,none (default); also general")
-    p.add_argument("--beam-width", type=positive_int, help="translate: beam search for the final test (default 1: greedy)")
-    p.add_argument("--embedding-size", type=size, help="translate: token embedding size (default 32)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default runs/TASK-CELL-TT, runs/translate-LN)")
-    p.set_defaults(handler=cmd_experiment)
+    tasks = p.add_subparsers(dest="task", required=True, metavar="TASK")
+    for name, task in sorted(TASKS.items()):
+        sp = tasks.add_parser(name, help=f"the {name} problem (baseline: {task.baseline_strategy})")
+        add_common_options(sp)
+        sp.add_argument("--seq-len", type=size, help="T: the distance to remember")
+        sp.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="the optimizer")
+        sp.add_argument("--clip", type=nonnegative_float, help="clip the global gradient norm (0: off)")
+        sp.add_argument("--steps", type=positive_int, help="training steps; without it, until --minutes end")
+        sp.add_argument("--minutes", type=positive_float, help="training time")
+        sp.add_argument("--eval-every", type=positive_int, help="test every N steps")
+        sp.add_argument("--test-size", type=size, help="test sequences")
+        sp.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (1 as Keras)")
+        sp.add_argument("--out", metavar="DIR", help=f"output folder (without it: runs/{name}-CELL-TT)")
+        describe_defaults(sp, EXPERIMENT_DEFAULTS)
+        sp.set_defaults(handler=cmd_experiment)
+    translate.add_command(tasks)
 
     p = commands.add_parser("gradflow", help="|dL/dh_t| (and the LSTM's |dL/dc_t|) against t, before and after training")
-    p.add_argument("--task", choices=sorted(TASKS), help="default adding")
-    p.add_argument("--cells", type=cell_list, help="comma-separated cells (default rnn,lstm,gru)")
-    add_common_options(p, cell=False, dtype="float64")
-    p.add_argument("--seq-len", type=size, help="T (default 100)")
+    p.add_argument("--task", choices=sorted(TASKS), help="the task")
+    p.add_argument("--cells", type=cell_list, help="comma-separated cells")
+    add_common_options(p, cell=False)
+    p.add_argument("--seq-len", type=size, help="T")
     p.add_argument("--steps", type=nonnegative_int, help="at most this many training steps per cell")
-    p.add_argument("--minutes", type=positive_float, help="at most this much training per cell (default 2)")
-    p.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (default 1, as Keras)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default runs/gradflow-TASK-TT)")
+    p.add_argument("--minutes", type=positive_float, help="at most this much training per cell")
+    p.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (1 as Keras)")
+    p.add_argument("--out", metavar="DIR", help="output folder (without it: runs/gradflow-TASK-TT)")
+    describe_defaults(p, GRADFLOW_DEFAULTS)
     p.set_defaults(handler=cmd_gradflow)

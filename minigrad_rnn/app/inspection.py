@@ -20,7 +20,7 @@ import minigrad as mg
 from .charlm import load_trained
 from .corpus import load_text
 from .errors import CommandError
-from .options import positive_int
+from .options import describe_defaults, positive_int
 from .runs import prepare_out_dir, say, write_atomically, write_json
 
 GATE_NAMES = {"lstm": ("input gate", None, "forget gate", "output gate"), "gru": ("reset gate", "update gate")}
@@ -230,8 +230,8 @@ def add_commands(commands) -> None:
     p = commands.add_parser("inspect", help="which units of a trained char-LM track quotes, brackets, indentation")
     p.add_argument("--checkpoint", metavar="DIR", required=True, help="a train output folder (or checkpoint.safetensors)")
     p.add_argument("--text", metavar="FILE", required=True, help="UTF-8 text to read through the model (- for stdin)")
-    p.add_argument("--max-chars", type=positive_int, default=20000, help="read at most this many characters (default 20000)")
-    p.add_argument("--html-chars", type=positive_int, default=3000,
-                   help="characters shown coloured in the HTML page (default 3000)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default DIR/inspect beside the checkpoint)")
+    p.add_argument("--max-chars", type=positive_int, default=20000, help="read at most this many characters")
+    p.add_argument("--html-chars", type=positive_int, default=3000, help="characters shown coloured in the HTML page")
+    p.add_argument("--out", metavar="DIR", help="output folder (without it: DIR/inspect beside the checkpoint)")
+    describe_defaults(p, {})
     p.set_defaults(handler=cmd_inspect)

@@ -58,12 +58,39 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def add_common_options(p, *, cell=True, dtype="float32"):
+def add_common_options(p, *, cell=True):
     """The options most subcommands share: cell, sizes, learning rate, seed, dtype."""
     if cell:
-        p.add_argument("--cell", choices=sorted(CELLS), help="recurrent cell (default lstm)")
+        p.add_argument("--cell", choices=sorted(CELLS), help="recurrent cell")
     p.add_argument("--hidden-size", type=size, help="hidden units per layer")
     p.add_argument("--batch-size", type=size, help="sequences per batch")
     p.add_argument("--lr", type=positive_float, help="learning rate")
-    p.add_argument("--seed", type=nonnegative_int, help="random seed (default 0)")
-    p.add_argument("--dtype", choices=["float32", "float64"], help=f"floating-point type (default {dtype})")
+    p.add_argument("--seed", type=nonnegative_int, help="random seed")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="floating-point type")
+
+
+def show_default(value) -> str:
+    """A default as its option would be typed: 0.002, 10, additive,none."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def describe_defaults(parser, defaults: dict, alternative: dict | None = None, when: str = "") -> None:
+    """Append to each option's help the default the command uses: from ``defaults`` (the dict the
+    command resolves its config from), else the option's argparse default; where ``alternative``
+    (used ``when``, e.g. "with --data") differs, that too.  So the help cannot drift from the code.
+    The dicts are kept on the parser as ``parser.task_defaults``, for the test that checks --help."""
+    parser.task_defaults = (defaults, alternative or {}, when)
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = defaults.get(action.dest, action.default)
+        if value is None or value is argparse.SUPPRESS:
+            continue  # no default: the help says what happens without it
+        text = f"default {show_default(value)}"
+        if alternative and action.dest in alternative and alternative[action.dest] != value:
+            text += f"; {show_default(alternative[action.dest])} {when}"
+        action.help = f"{action.help} ({text})".replace("%", "%%") if action.help else text

@@ -156,15 +156,17 @@ def _fmt(value):
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
-def plot_curves(path: Path, series: dict, xlabel: str, ylabel: str, title: str, log_y: bool = False) -> bool:
+def plot_curves(path: Path, series: dict, xlabel: str, ylabel: str, title: str, log_y: bool = False,
+                legend_outside: bool = False) -> bool:
     """Save a line plot of ``{label: (xs, ys)}`` or ``{label: (xs, ys, style)}`` (matplotlib keyword
-    arguments) as PNG; False if matplotlib is not installed."""
+    arguments) as PNG, the legend beside the axes if ``legend_outside`` (where it would cover lines);
+    False if matplotlib is not installed."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         return False
-    fig = Figure(figsize=(7, 4.5), tight_layout=True)  # no pyplot: no global state, no display needed
+    fig = Figure(figsize=(9.5 if legend_outside else 7, 4.5), tight_layout=True)  # no pyplot: no global state
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for label, (xs, ys, *style) in series.items():
@@ -173,7 +175,7 @@ def plot_curves(path: Path, series: dict, xlabel: str, ylabel: str, title: str, 
         ax.set_yscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(**({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8} if legend_outside else {}))
     fig.savefig(path, dpi=100)
     return True
 

@@ -35,7 +35,8 @@ from .conllu import (
 from .corpus import load_text
 from .errors import CommandError, DataError
 from .options import (
-    add_common_options, dropout_probability, nonnegative_float, open_fraction, positive_float, positive_int, size,
+    add_common_options, describe_defaults, dropout_probability, nonnegative_float, open_fraction, positive_float,
+    positive_int, size,
 )
 from .runs import (
     EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, check_config, check_weights, duration,
@@ -336,14 +337,20 @@ def cmd_tag_eval(args) -> int:
     """Accuracy, per-tag precision/recall and confusions of a tagger on a CoNLL-U file."""
     checkpoint, model, vocabs = _load_tagger(args.model)
     sentences = _read_sentences(args.data)
+    config = checkpoint["config"]
+    trained_on = text_digest(load_text(args.data)) == config["data_sha256"]
+    split = ("valid" if trained_on else "all") if args.split == "auto" else args.split
     what = f"{len(sentences)} sentences of {args.data}"
-    if args.split != "all":
-        config = checkpoint["config"]
-        if text_digest(load_text(args.data)) != config["data_sha256"]:
-            raise CommandError(f"--split {args.split} needs the file the tagger was trained on ({config['data']})")
+    if split != "all" or trained_on:
+        if not trained_on:
+            raise CommandError(f"--split {split} needs the file the tagger was trained on ({config['data']})")
         train, valid = split_sentences(sentences, config["valid_fraction"], config["seed"])
-        sentences = valid if args.split == "valid" else train
-        what = f"the {len(sentences)} {args.split} sentences of {args.data}"
+        if split == "all":  # most of them trained the tagger: say so, beside the figure they inflate
+            what += (f", of which {len(train)} ({len(train) / len(sentences):.0%}) are its training sentences "
+                     "(--split valid: the held-out ones only)")
+        else:
+            sentences = valid if split == "valid" else train
+            what = f"the {len(sentences)} {'held-out' if split == 'valid' else 'training'} sentences of {args.data}"
     _print_scores(score(model, vocabs, sentences), what)
     return 0
 
@@ -393,22 +400,25 @@ def add_commands(commands) -> None:
     p = tag_commands.add_parser("train", help="train a BiLSTM tagger on a CoNLL-U file")
     p.add_argument("--data", metavar="FILE", required=True, help="CoNLL-U file")
     p.add_argument("--out", metavar="DIR", required=True, help="output folder")
-    p.add_argument("--valid-fraction", type=open_fraction, help="sentences held out for validation (default 0.1)")
+    p.add_argument("--valid-fraction", type=open_fraction, help="sentences held out for validation")
     add_common_options(p, cell=False)
-    p.add_argument("--word-size", type=size, help="word embedding size (default 100)")
-    p.add_argument("--char-size", type=size, help="character embedding size (default 32)")
-    p.add_argument("--char-filters", type=size, help="character CNN features per word (default 128)")
-    p.add_argument("--dropout", type=dropout_probability, help="dropout (default 0.5)")
+    p.add_argument("--word-size", type=size, help="word embedding size")
+    p.add_argument("--char-size", type=size, help="character embedding size")
+    p.add_argument("--char-filters", type=size, help="character CNN features per word")
+    p.add_argument("--dropout", type=dropout_probability, help="dropout")
     p.add_argument("--word-dropout", type=nonnegative_float, help="alpha of word dropout alpha/(alpha+count)")
-    p.add_argument("--clip", type=nonnegative_float, help="clip the global gradient norm (0: off; default 5)")
-    p.add_argument("--epochs", type=positive_int, help="passes over the training sentences (default 30)")
-    p.add_argument("--minutes", type=positive_float, help="stop after this much time")
+    p.add_argument("--clip", type=nonnegative_float, help="clip the global gradient norm (0: off)")
+    p.add_argument("--epochs", type=positive_int, help="passes over the training sentences")
+    p.add_argument("--minutes", type=positive_float, help="stop after this much time (without it: no limit)")
+    describe_defaults(p, TAG_DEFAULTS)
     p.set_defaults(handler=cmd_tag_train)
     p = tag_commands.add_parser("eval", help="accuracy of a tagger on a CoNLL-U file")
     p.add_argument("--model", metavar="DIR", required=True, help="a tag train output folder")
     p.add_argument("--data", metavar="FILE", required=True, help="CoNLL-U file")
-    p.add_argument("--split", choices=["all", "train", "valid"], default="all",
-                   help="evaluate on the training or held-out part of the training file (default all)")
+    p.add_argument("--split", choices=["auto", "all", "train", "valid"], default="auto",
+                   help="which sentences: auto takes the held-out part of the file the tagger was trained on, "
+                        "and all of any other file; all, train or valid")
+    describe_defaults(p, {})
     p.set_defaults(handler=cmd_tag_eval)
     p = tag_commands.add_parser("predict", help="tag sentences from stdin, one per line")
     p.add_argument("--model", metavar="DIR", required=True, help="a tag train output folder")

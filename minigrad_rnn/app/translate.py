@@ -24,7 +24,7 @@ from minigrad.nn.utils import clip_grad_norm_
 
 from ..seq2seq import Seq2Seq
 from .errors import CommandError
-from .options import make_optimizer
+from .options import add_common_options, describe_defaults, make_optimizer, positive_float, positive_int, size
 from .runs import (
     EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, duration, plot_curves, prepare_out_dir, resolve_config, say,
     write_json,
@@ -118,8 +118,9 @@ def _mean(by_length: dict) -> float:
     return float(np.mean(list(by_length.values())))
 
 
-def alignment_figure(path: Path, model: Seq2Seq, strings: list) -> bool:
-    """The attention weights of a few examples as heatmaps (Bahdanau et al.'s Figure 3); False without matplotlib."""
+def alignment_figure(path: Path, model: Seq2Seq, strings: list, attention: str = "") -> bool:
+    """The attention weights of a few examples as heatmaps, one panel each, with a colour bar
+    (Bahdanau et al.'s Figure 3); False without matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -127,17 +128,21 @@ def alignment_figure(path: Path, model: Seq2Seq, strings: list) -> bool:
         return False
     source, lengths, _, _ = ReversalTask.encode(strings)
     outputs, weights = model.greedy(source, lengths, BOS, EOS, int(lengths.max()) + 5)
-    fig = Figure(figsize=(4 * len(strings), 4.2), tight_layout=True)
+    fig = Figure(figsize=(4 * len(strings) + 1, 4.6), layout="constrained")
     FigureCanvasAgg(fig)
-    for k, (digits, out, w) in enumerate(zip(strings, outputs, weights)):
-        ax = fig.add_subplot(1, len(strings), k + 1)
+    fig.suptitle(f"Where the {attention + ' ' if attention else ''}attention looks: each output digit's weights "
+                 "over the source digits (the anti-diagonal: reversed)")
+    axes, image = fig.subplots(1, len(strings), squeeze=False)[0], None
+    for k, (ax, digits, out, w) in enumerate(zip(axes, strings, outputs, weights)):
         if w is None:  # the end token came first: nothing to align
             ax.text(0.5, 0.5, "no output", ha="center", va="center", transform=ax.transAxes)
         else:
-            ax.imshow(w[:, :len(digits)], cmap="gray_r", vmin=0, vmax=1, aspect="auto")
+            image = ax.imshow(w[:, :len(digits)], cmap="gray_r", vmin=0, vmax=1, aspect="auto")
         ax.set_xticks(range(len(digits)), [str(d) for d in digits], fontsize=7)
         ax.set_yticks(range(len(out)), [str(d) for d in out], fontsize=7)
-        ax.set(xlabel="source", ylabel="output")
+        ax.set(xlabel="source digit", ylabel="output digit", title=f"({'abc'[k] if k < 3 else k + 1}) {len(digits)} digits")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), shrink=0.8).set_label("attention weight")
     fig.savefig(path, dpi=100)
     return True
 
@@ -145,8 +150,6 @@ def alignment_figure(path: Path, model: Seq2Seq, strings: list) -> bool:
 def cmd_translate(args) -> int:
     """Train the reversal task with and without attention; accuracy against length, and alignments."""
     config, _ = resolve_config(args, TRANSLATE_DEFAULTS)
-    if args.attention:
-        config["attention"] = args.attention
     task = ReversalTask(config["max_len"])
     out = prepare_out_dir(Path(args.out or f"runs/translate-L{config['max_len']}"), resumable=False)
     write_json(out / "config.json", config)
@@ -173,25 +176,29 @@ def cmd_translate(args) -> int:
         by_length = run.accuracy(config["beam_width"])
         results[attention] = {"steps": run.step, "seconds": round(time.monotonic() - started, 1),
                               "exact_match": _mean(by_length), "by_length": by_length}
-        curves[f"attention: {attention}"] = (list(by_length), list(by_length.values()))
-        long = max(1, task.max_len - 9)
+        curves[f"attention: {attention}"] = (list(by_length), [100 * v for v in by_length.values()])
         say(f"{attention:>9}: {_mean(by_length):.2%} exact match after {run.step} steps "
-            f"({duration(time.monotonic() - started)}); lengths 1-10: {_mean(_part(by_length, 1, 10)):.1%}, "
-            f"{long}-{task.max_len}: {_mean(_part(by_length, long, task.max_len)):.1%}")
+            f"({duration(time.monotonic() - started)}){_buckets(by_length, task.max_len)}")
         if attention != "none" and alignment_figure(out / f"alignment-{attention}.png", run.model,
-                                                     [run.test[n][0] for n in _examples(task.max_len)]):
+                                                     [run.test[n][0] for n in _examples(task.max_len)], attention):
             say(f"wrote {out / f'alignment-{attention}.png'}")
         if interrupted:
             break
     write_json(out / "results.json", results)
-    if plot_curves(out / "accuracy.png", curves, "input length (digits)", "held-out exact match",
+    if plot_curves(out / "accuracy.png", curves, "input length (digits)", "held-out exact match (%)",
                    f"writing digit strings backwards ({'greedy' if config['beam_width'] == 1 else 'beam search'})"):
         say(f"wrote {out / 'accuracy.png'}")
     return EXIT_INTERRUPTED if interrupted else 0
 
 
-def _part(by_length: dict, a: int, b: int) -> dict:
-    return {n: v for n, v in by_length.items() if a <= n <= b} or by_length
+def _buckets(by_length: dict, max_len: int) -> str:
+    """The exact match on strings of up to 10 digits and on the 10 longest, where those differ."""
+    short, long = min(10, max_len), max(1, max_len - 9)
+    if max_len <= 10:
+        return ""
+    parts = [(1, short), (long, max_len)]
+    return "; " + ", ".join(f"lengths {a}-{b}: {_mean({n: v for n, v in by_length.items() if a <= n <= b}):.1%}"
+                            for a, b in parts)
 
 
 def _examples(max_len: int) -> list:
@@ -205,3 +212,21 @@ def attention_list(text: str) -> list:
         raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(ATTENTION_KINDS)}; "
                                          f"got {text!r}")
     return kinds
+
+
+def add_command(tasks) -> None:
+    """Register ``experiment translate`` on the experiment's subparsers (a task module of its own)."""
+    p = tasks.add_parser("translate", help="an encoder-decoder writes digit strings backwards, with and without "
+                                           "attention (Bahdanau et al. 2015)")
+    add_common_options(p, cell=False)
+    p.add_argument("--max-len", type=size, help="the longest digit string")
+    p.add_argument("--embedding-size", type=size, help="token embedding size")
+    p.add_argument("--attention", type=attention_list,
+                   help=f"the models to train, a comma-separated list of {', '.join(ATTENTION_KINDS)}")
+    p.add_argument("--beam-width", type=positive_int, help="beam search for the final test (1: greedy)")
+    p.add_argument("--steps", type=positive_int, help="training steps per model; without it, until --minutes end")
+    p.add_argument("--minutes", type=positive_float, help="training time per model")
+    p.add_argument("--eval-every", type=positive_int, help="test every N steps")
+    p.add_argument("--out", metavar="DIR", help="output folder (without it: runs/translate-LN)")
+    describe_defaults(p, TRANSLATE_DEFAULTS)
+    p.set_defaults(handler=cmd_translate)
