@@ -138,7 +138,7 @@ def checkpoint(fn, *args, generators=None):
         x._requires_grad = args[k]._requires_grad
         standins[x], first_args[k] = k, x
     start = next(autograd._ENTRY_INDEX)
-    outputs, structure = flatten(fn(*first_args))
+    outputs, structure = flatten(fn(*first_args), "checkpoint")
     captured = [t for t in walk_back(outputs, standins, start)[1] if t._requires_grad]
     dtypes = {t.dtype for t in outputs}
     if len(dtypes) != 1 or next(iter(dtypes)).kind != "f":

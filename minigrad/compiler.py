@@ -46,21 +46,25 @@ __all__ = ["Compiled", "Program", "TraceError", "compile", "scan", "scan_source"
 
 
 # --------------------------------------------------------------------------- nested inputs and outputs
-def flatten(tree) -> tuple[list, object]:
-    """The tensors of a nest of tuples, lists and dicts (in order), and its structure."""
+def flatten(tree, where: str = "scan/compile") -> tuple[list, object]:
+    """The tensors of a nest of tuples, lists and dicts (in order), and its structure.
+
+    Raises:
+        TypeError: a leaf is not a Tensor (the message starts with ``where``).
+    """
     if isinstance(tree, Tensor):
         return [tree], None
     if isinstance(tree, (tuple, list)):
         leaves, shapes = [], []
         for item in tree:
-            sub, shape = flatten(item)
+            sub, shape = flatten(item, where)
             leaves += sub
             shapes.append((len(sub), shape))
         return leaves, (type(tree), tuple(shapes))
     if isinstance(tree, dict):
-        leaves, shapes = flatten(list(tree.values()))
+        leaves, shapes = flatten(list(tree.values()), where)
         return leaves, (dict, (tuple(tree), shapes))
-    raise TypeError(f"scan/compile: expected Tensors nested in tuples, lists and dicts; got {type(tree).__name__}")
+    raise TypeError(f"{where}: expected Tensors nested in tuples, lists and dicts; got {type(tree).__name__}")
 
 
 def unflatten(structure, leaves):

@@ -150,3 +150,9 @@ def test_a_tensor_read_beside_one_computed_from_it_is_not_counted_twice():
         grads.append((W.grad.data, x.grad.data))
     np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-14)
     np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-14)
+
+
+def test_a_checkpointed_function_returning_a_non_tensor_is_named_as_checkpoint():
+    x = mg.Tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(TypeError, match="^checkpoint: expected Tensors nested in tuples, lists and dicts; got float"):
+        mg.checkpoint(lambda x: (x * 2, 1.5), x)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import minigrad as mg
 from minigrad_rnn.app.cli import main
 
 TINY = ["--hidden-size", "8", "--batch-size", "2", "--seq-len", "8", "--sample-every", "0"]
@@ -207,3 +208,11 @@ def test_absurd_sizes_and_endless_data_are_refused_before_allocating(args, expec
     err = capsys.readouterr().err
     assert err.startswith("minigrad-rnn: error: ") and err.count("\n") == 1 and expected in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_tampered_vocabulary_is_blamed_on_the_checkpoint_not_the_data(capsys, text_file, trained):
+    checkpoint = mg.load(trained / "checkpoint.safetensors")
+    checkpoint["vocab"] = checkpoint["vocab"][:3] + [checkpoint["vocab"][0]]  # a repeated character
+    mg.save(checkpoint, trained / "checkpoint.safetensors")
+    err = fails(capsys, ["train", "--resume", trained, "--steps", "4"])
+    assert f"the checkpoint in {trained} is damaged: its vocabulary:" in err and str(text_file) not in err, err

@@ -166,3 +166,11 @@ def test_translate_only_options_are_refused_elsewhere(capsys):
     assert "argument --beam-width" in capsys.readouterr().err
     assert main(["experiment", "translate", "--attention", "additive,cosine"]) == 2
     assert "expected a comma-separated list of additive, general, none" in capsys.readouterr().err
+
+
+def test_translate_with_short_strings_prints_no_bucket_past_them(capsys, tmp_path):
+    # --max-len 1 printed a "lengths 1-10" bucket
+    assert main(["experiment", "translate", "--max-len", "1", "--steps", "2", "--eval-every", "2", "--attention", "none",
+                 "--out", str(tmp_path / "t")]) == 0
+    stdout = capsys.readouterr().out
+    assert "exact match after 2 steps" in stdout and "lengths" not in stdout

@@ -817,3 +817,9 @@ def test_slice_cotangents_into_one_buffer_equal_eager(windows):
         (ys * ys).sum().backward()
         results.append([ys.data, x.grad.data, w.grad.data])
     assert_same(*results, np.float64)
+
+
+@pytest.mark.parametrize("cache_size", [0, -1, 2.5, True])
+def test_compile_refuses_a_cache_that_holds_nothing(cache_size):
+    with pytest.raises(TypeError, match="compile: cache_size must be a positive int"):
+        mg.compile(lambda x: x, cache_size=cache_size)

@@ -323,6 +323,9 @@ def cmd_train(args) -> int:
     _check_memory(config, len(set(text)))
     try:
         vocab = None if checkpoint is None else Vocabulary.from_list(checkpoint["vocab"])
+    except (DataError, KeyError, TypeError, ValueError) as e:  # the checkpoint's, not the data file's
+        raise CommandError(f"the checkpoint in {out} is damaged: its vocabulary: {e}") from None
+    try:
         trainer = CharLMTrainer(config, text, vocab)
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint)
