@@ -41,6 +41,18 @@ def test_every_code_block_pastes_into_the_repl(path):
         assert error is None, f"{path.name}:{line + (error.lineno or 1) - 1}: {error.msg}"
 
 
+# The widest code line a tutorial's code box shows whole on a 1280 px screen (both sidebars shown):
+# 82 characters, measured in headless Chromium; a longer one is clipped behind a scroll bar.
+SITE_CODE_WIDTH = 80
+
+
+@pytest.mark.parametrize("path", PAGES[1:], ids=lambda p: p.name)
+def test_the_tutorials_code_lines_fit_their_boxes_on_the_site(path):
+    for line, source in _blocks(path):
+        for k, text in enumerate(source.splitlines()):
+            assert len(text) <= SITE_CODE_WIDTH, f"{path.name}:{line + k}: {len(text)} characters: {text}"
+
+
 def test_the_repl_check_catches_what_a_paste_breaks_on():
     assert repl_error("for x in range(2):\n    print(x)\nprint('after')\n") is not None  # no blank line after
     assert repl_error("class A:\n    x = 1\n\n    def f(self):\n        pass\n") is not None  # a blank line inside
