@@ -2,10 +2,12 @@
 import csv
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 
+import minigrad as mg
 from minigrad_rnn.app import experiments
 from minigrad_rnn.app.cli import main
 
@@ -174,3 +176,24 @@ def test_translate_with_short_strings_prints_no_bucket_past_them(capsys, tmp_pat
                  "--out", str(tmp_path / "t")]) == 0
     stdout = capsys.readouterr().out
     assert "exact match after 2 steps" in stdout and "lengths" not in stdout
+
+
+def test_an_experiment_resumes_bit_for_bit(tmp_path, capsys):
+    tiny = ["experiment", "adding", "--hidden-size", "4", "--test-size", "10", "--seq-len", "10", "--eval-every", "3"]
+    assert main([*tiny, "--steps", "6", "--out", str(tmp_path / "straight")]) == 0
+    assert main([*tiny, "--steps", "3", "--out", str(tmp_path / "split")]) == 0
+    assert main(["experiment", "adding", "--resume", str(tmp_path / "split"), "--steps", "6"]) == 0, \
+        capsys.readouterr().err
+    straight, split = (mg.load(tmp_path / run / "checkpoint.safetensors") for run in ("straight", "split"))
+    assert straight["step"] == split["step"] == 6
+    for name, weight in straight["model"].items():
+        np.testing.assert_array_equal(weight, split["model"][name])
+    rows = [(tmp_path / run / "metrics.csv").read_text().splitlines() for run in ("straight", "split")]
+    assert [r.split(",")[:4] for r in rows[0]] == [r.split(",")[:4] for r in rows[1]]  # all but the seconds
+    for run in ("straight", "split"):
+        assert {"config.json", "metrics.csv", "checkpoint.safetensors", "results.json"} <= set(
+            os.listdir(tmp_path / run))
+    assert main(["experiment", "copy", "--resume", str(tmp_path / "split")]) == 1
+    assert "is a run of the adding task, not of copy" in capsys.readouterr().err
+    assert main(["experiment", "adding", "--resume", str(tmp_path / "split"), "--hidden-size", "8"]) == 1
+    assert "--hidden-size cannot change when resuming" in capsys.readouterr().err

@@ -36,7 +36,7 @@ from .options import (
 from .runs import (
     EXIT_INTERRUPTED, FIELDS, GATES, PROG, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, check_config,
     check_memory, check_weights, duration, load_checkpoint, plot_curves, prepare_out_dir, recurrent_parameters,
-    resolve_config, say, text_digest, write_json,
+    resolve_config, resumed_config, say, text_digest, write_json,
 )
 from .vocab import Vocabulary
 # Defaults of `train` for a named --data file: tuned for 10 minutes on tinyshakespeare (2 cores). Of the
@@ -424,24 +424,11 @@ def _check_memory(config: dict, vocab_size: int) -> None:
 
 
 def _resumed_config(args, saved: dict, out: Path) -> dict:
-    """The saved config with the run options given now; other options must not change."""
-    _, given = resolve_config(args, TRAIN_DEFAULTS)
-    for key, value in given.items():
-        if key not in RUN_OPTIONS and value != saved[key]:
-            raise CommandError(f"--{key.replace('_', '-')} cannot change when resuming "
-                               f"(the run in {out} has {saved[key]})")
+    """The saved config with the run options given now; other options (and --data) must not change."""
     if args.data is not None and str(Path(args.data).resolve()) != saved["data"]:
         used = saved["data"] or "the built-in corpus"
         raise CommandError(f"--data cannot change when resuming (the run in {out} uses {used})")
-    if args.out is not None and Path(args.out).resolve() != out.resolve():
-        raise CommandError("--out cannot differ from --resume: a resumed run continues in its own folder")
-    config = dict(saved)
-    config.update((k, given[k]) for k in RUN_OPTIONS if k in given)
-    if "steps" in given and "minutes" not in given:
-        config["minutes"] = None
-    if "minutes" in given and "steps" not in given:
-        config["steps"] = None
-    return config
+    return resumed_config(args, saved, out, TRAIN_DEFAULTS, RUN_OPTIONS)
 
 
 def cmd_sample(args) -> int:

@@ -38,8 +38,9 @@ from .options import (
     nonnegative_float, nonnegative_int, positive_float, positive_int, size,
 )
 from .runs import (
-    EXIT_INTERRUPTED, GATES, Budget, MetricsFile, TrainingLoop, check_memory, duration, plot_curves,
-    prepare_out_dir, recurrent_parameters, resolve_config, say, write_json,
+    EXIT_INTERRUPTED, GATES, Budget, MetricsFile, TrainingLoop, check_memory, check_run_checkpoint, duration,
+    load_checkpoint, plot_curves, prepare_out_dir, recurrent_parameters, resolve_config, resumed_config, say,
+    write_json,
 )
 
 # Defaults of `experiment`: the LSTM solves the adding problem at T = 100 in about 3 minutes here.
@@ -48,6 +49,17 @@ EXPERIMENT_DEFAULTS = {
     "clip": 1.0, "steps": None, "minutes": 10.0, "eval_every": 100, "test_size": 1000, "seed": 0,
     "dtype": "float32", "forget_bias": 1.0,
 }
+
+# what each config field of a checkpoint must be (runs.FIELDS), as if typed on the command line
+EXPERIMENT_FIELDS = {
+    "task": ((lambda v: v in ("adding", "copy")), "adding or copy"),
+    "cell": ((lambda v: v in CELLS), f"one of {', '.join(sorted(CELLS))}"), "seq_len": "size", "hidden_size": "size",
+    "batch_size": "size", "lr": "positive", "optimizer": ((lambda v: v in OPTIMIZERS), "one of "
+                                                          + ", ".join(sorted(OPTIMIZERS))),
+    "clip": "nonnegative", "steps": "count", "minutes": "minutes", "eval_every": "positive_int",
+    "test_size": "size", "seed": "nonnegative_int", "dtype": "dtype", "forget_bias": "finite",
+}
+EXPERIMENT_KIND, EXPERIMENT_VERSION = "minigrad-rnn experiment", 1
 
 # float64: a vanishing gradient underflows float32 to exactly zero.  Each cell trains until it solves the
 # task (test loss below `solved_below` x the baseline) or its `minutes` end: the LSTM solves the adding
@@ -186,6 +198,19 @@ class TaskRun:
         self.step += 1
         return float(loss.item())
 
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly (model, optimizer, generator, step), for ``minigrad.save``."""
+        return {"kind": EXPERIMENT_KIND, "version": EXPERIMENT_VERSION, "config": dict(self.config),
+                "model": dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict(),
+                "rng": self.rng.bit_generator.state, "step": self.step}
+
+    def load_state_dict(self, checkpoint: dict):
+        """Restore a position saved by :meth:`state_dict` (KeyError, TypeError or ValueError if damaged)."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.rng.bit_generator.state = checkpoint["rng"]
+        self.step = checkpoint["step"]
+
     def test_loss(self) -> float:
         """The task's loss on the fixed test set."""
         total, count = 0.0, 0
@@ -254,25 +279,43 @@ def gradient_flow(config: dict) -> dict:
 # --------------------------------------------------------------------------- the subcommands
 def cmd_experiment(args) -> int:
     """Train one cell on the adding or copy task and compare its test loss with the baseline
-    (the translate task is a module of its own: :func:`translate.cmd_translate`)."""
-    config, _ = resolve_config(args, EXPERIMENT_DEFAULTS)
-    config["task"] = args.task
+    (the translate task is a module of its own: :func:`translate.cmd_translate`); ``--resume`` continues one."""
+    checkpoint = None
+    if args.resume:
+        checkpoint, file = load_checkpoint(args.resume, _check_experiment_checkpoint)
+        out = file.parent
+        if checkpoint["config"]["task"] != args.task:
+            raise CommandError(f"{file} is a run of the {checkpoint['config']['task']} task, not of {args.task}")
+        config = resumed_config(args, checkpoint["config"], out, EXPERIMENT_DEFAULTS)
+    else:
+        config, _ = resolve_config(args, EXPERIMENT_DEFAULTS)
+        config["task"] = args.task
+        out = Path(args.out or f"runs/{args.task}-{config['cell']}-T{config['seq_len']}")
     _check_seq_len(args.task, config["seq_len"])
     task_class, H = TASKS[args.task], config["hidden_size"]
     check_memory(recurrent_parameters(config["cell"], task_class.input_size, H) + (H + 1) * task_class.output_size,
                  config["batch_size"] * config["seq_len"] * 3 * (GATES[config["cell"]] + 2) * H, config["dtype"],
                  f"the {config['cell'].upper()} of hidden size {H}")
-    out = prepare_out_dir(Path(args.out or f"runs/{args.task}-{config['cell']}-T{config['seq_len']}"), resumable=False)
     run = TaskRun(config)
+    if checkpoint is not None:
+        try:
+            run.load_state_dict(checkpoint)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CommandError(f"the checkpoint in {out} is damaged or does not match its config: {e}") from None
+    prepare_out_dir(out, fresh=checkpoint is None)
     task = run.task
     write_json(out / "config.json", config)
-    say(f"{task.name} task, T = {config['seq_len']}, {config['cell'].upper()} with {config['hidden_size']} hidden "
-        f"units; baseline {task.metric} {task.baseline:.4f}; output in {out}")
-    metrics = MetricsFile(out / "metrics.csv", ["step", "train_loss", "test_loss", "baseline", "elapsed_sec"])
-    loop = TrainingLoop(Budget(config["steps"], config["minutes"]), config["eval_every"], task.name,
-                        total=config["steps"], parameters=run.model.parameters())
+    say(f"{'resuming' if checkpoint else 'training'}: {task.name} task, T = {config['seq_len']}, "
+        f"{config['cell'].upper()} with {config['hidden_size']} hidden units; baseline {task.metric} "
+        f"{task.baseline:.4f}; output in {out}")
+    metrics = MetricsFile(out / "metrics.csv", ["step", "train_loss", "test_loss", "baseline", "elapsed_sec"],
+                          keep_until_step=None if checkpoint is None else run.step)
+    loop = TrainingLoop(Budget(config["steps"], config["minutes"]), config["eval_every"], task.name, step=run.step,
+                        elapsed=0.0 if checkpoint is None else float(checkpoint["elapsed"]), total=config["steps"],
+                        parameters=run.model.parameters())
     test = run.test_loss()
-    metrics.append(step=0, train_loss=None, test_loss=test, baseline=task.baseline, elapsed_sec=0.0)
+    if checkpoint is None:
+        metrics.append(step=0, train_loss=None, test_loss=test, baseline=task.baseline, elapsed_sec=0.0)
 
     def report(final: bool):
         """The test loss, a metrics row and (except at the end) a progress line."""
@@ -280,6 +323,7 @@ def cmd_experiment(args) -> int:
         test, train = run.test_loss(), loop.window_loss()
         metrics.append(step=run.step, train_loss=train, test_loss=test, baseline=task.baseline,
                        elapsed_sec=loop.elapsed)
+        mg.save({**run.state_dict(), "elapsed": loop.elapsed}, out / "checkpoint.safetensors")
         if not final:
             say(f"step {run.step:>6} | train {train:.4f} | test {test:.4f} "
                 f"(baseline {task.baseline:.4f}) | {duration(loop.elapsed)}")
@@ -303,6 +347,11 @@ def _check_seq_len(task: str, seq_len: int):
     shortest = TASKS[task].min_seq_len
     if seq_len < shortest:
         raise CommandError(f"the {task} task needs --seq-len >= {shortest}, got {seq_len}")
+
+
+def _check_experiment_checkpoint(checkpoint, where: str) -> dict:
+    return check_run_checkpoint(checkpoint, where, EXPERIMENT_KIND, EXPERIMENT_VERSION, "experiment",
+                                EXPERIMENT_FIELDS)
 
 
 def cmd_gradflow(args) -> int:
@@ -367,6 +416,8 @@ def add_commands(commands) -> None:
         sp.add_argument("--test-size", type=size, help="test sequences")
         sp.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (1 as Keras)")
         sp.add_argument("--out", metavar="DIR", help=f"output folder (without it: runs/{name}-CELL-TT)")
+        sp.add_argument("--resume", metavar="DIR", help="continue the run in DIR (or from DIR/checkpoint.safetensors) "
+                        "exactly where it stopped")
         describe_defaults(sp, EXPERIMENT_DEFAULTS)
         sp.set_defaults(handler=cmd_experiment)
     translate.add_command(tasks)

@@ -285,6 +285,44 @@ def load_checkpoint(path: str | Path, check) -> tuple[dict, Path]:
     return check(checkpoint, str(file)), file
 
 
+def check_run_checkpoint(checkpoint, where: str, kind: str, version: int, description: str, config_fields: dict,
+                         keys=("config", "model", "optimizer", "rng", "step", "elapsed")) -> dict:
+    """``checkpoint`` if it is a complete checkpoint of this ``kind`` and ``version`` whose config,
+    weights (``model``), step and elapsed time are sound; else one DataError naming ``where``."""
+    check_checkpoint_header(checkpoint, where, kind, version, description)
+    missing = [k for k in keys if k not in checkpoint]
+    if missing:
+        raise DataError(f"{where} is damaged: it lacks {', '.join(missing)}")
+    config = check_config(checkpoint["config"], config_fields, where)
+    if "model" in keys:
+        check_weights(checkpoint["model"], where, config["dtype"])
+    for what, key, kind_ in (("step", "step", "nonnegative_int"), ("elapsed time", "elapsed", "nonnegative")):
+        valid, expected = FIELDS[kind_]
+        if key in keys and not valid(checkpoint[key]):
+            raise DataError(f"{where} is damaged: its {what} is {checkpoint[key]!r}; expected {expected}")
+    return checkpoint
+
+
+def resumed_config(args, saved: dict, out: Path, defaults: dict, run_options=("steps", "minutes", "eval_every"),
+                   count: str = "steps") -> dict:
+    """The config of a resumed run: the saved one, with the ``run_options`` given now (how long and
+    how often it goes on); any other option given must equal the saved value (CommandError)."""
+    _, given = resolve_config(args, defaults, count)
+    for key, value in given.items():
+        if key not in run_options and value != saved.get(key):
+            raise CommandError(f"--{key.replace('_', '-')} cannot change when resuming "
+                               f"(the run in {out} has {saved.get(key)})")
+    if getattr(args, "out", None) is not None and Path(args.out).resolve() != out.resolve():
+        raise CommandError("--out cannot differ from --resume: a resumed run continues in its own folder")
+    config = dict(saved)
+    config.update((k, given[k]) for k in run_options if k in given)
+    if count in given and "minutes" not in given:
+        config["minutes"] = None
+    if "minutes" in given and count not in given:
+        config[count] = None
+    return config
+
+
 def check_checkpoint_header(checkpoint, where: str, kind: str, version: int, description: str) -> dict:
     """``checkpoint`` if it is a dict of this ``kind`` and ``version`` (as ``minigrad.load`` gave it),
     else a one-line DataError naming ``where`` (the file) and what it holds instead."""
