@@ -1,8 +1,8 @@
 """End-to-end tests of `minigrad-rnn tag train|eval|predict` on a slice of UD English EWT."""
 import csv
-import re
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +143,7 @@ def test_tag_bad_inputs(capsys, conllu, model_dir, tmp_path):
         (["tag", "train", "--data", tmp_path / "none.conllu", "--out", tmp_path / "o"], "data file not found"),
         (["tag", "train", "--data", conllu, "--out", tmp_path / "o", "--valid-fraction", "1"],
          "argument --valid-fraction: expected a fraction in (0, 1), got '1'"),
-        (["tag", "train", "--data", conllu, "--out", model_dir], "already holds a run (checkpoint.safetensors); choose another --out"),
+        (["tag", "train", "--data", conllu, "--out", model_dir], "already holds a run (checkpoint.safetensors); continue it with --resume"),
         (["tag", "eval", "--model", tmp_path, "--data", conllu], "no checkpoint found"),
         (["tag", "predict", "--model", conllu], "not a minigrad checkpoint"),
     ]
@@ -152,3 +152,34 @@ def test_tag_bad_inputs(capsys, conllu, model_dir, tmp_path):
         err = capsys.readouterr().err
         assert err.startswith("minigrad-rnn: error: ") and err.count("\n") == 1 and expected in err, err
     assert (model_dir / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_tag_train_resumes_bit_for_bit_also_from_the_middle_of_an_epoch(conllu, tmp_path, capsys):
+    tiny = ["tag", "train", "--data", str(conllu), "--hidden-size", "8", "--word-size", "8", "--char-size", "4",
+            "--char-filters", "8", "--batch-size", "64"]
+    assert main([*tiny, "--epochs", "2", "--out", str(tmp_path / "straight")]) == 0
+    from minigrad_rnn.app.tagger import TaggerTrainer
+
+    stop_after = {"batches": 2}  # Ctrl-C inside the second epoch: the loop stops after the step under way
+    original = TaggerTrainer.train_epoch
+
+    def interrupted_epoch(self, should_stop=lambda: False):
+        if self.epochs == 1:
+            return original(self, lambda: self.position >= stop_after["batches"])
+        return original(self, should_stop)
+
+    TaggerTrainer.train_epoch = interrupted_epoch
+    try:
+        assert main([*tiny, "--epochs", "2", "--out", str(tmp_path / "split")]) == 0
+    finally:
+        TaggerTrainer.train_epoch = original
+    saved = mg.load(tmp_path / "split" / "checkpoint.safetensors")
+    assert saved["step"] == 1 and saved["position"] == 2  # one epoch done, two batches into the next
+    assert main(["tag", "train", "--resume", str(tmp_path / "split"), "--epochs", "2"]) == 0, capsys.readouterr().err
+    straight, split = (mg.load(tmp_path / run / "checkpoint.safetensors") for run in ("straight", "split"))
+    assert straight["step"] == split["step"] == 2 and split["order"] is None
+    for name, weight in straight["model"].items():
+        np.testing.assert_array_equal(weight, split["model"][name])
+    for run in ("straight", "split"):
+        assert {"config.json", "metrics.csv", "checkpoint.safetensors", "results.json", "loss.png"} <= set(
+            p.name for p in (tmp_path / run).iterdir())

@@ -122,13 +122,14 @@ def prepare_out_dir(out: Path, fresh: bool = True, resumable: bool = True, repla
 
 
 class MetricsFile:
-    """A CSV file with a header, appended one row at a time (and flushed, so it survives a crash)."""
+    """A CSV file with a header, appended one row at a time (and flushed, so it survives a crash).
+    Its first column counts the steps (or epochs)."""
 
     def __init__(self, path: Path, columns: list[str], keep_until_step: int | None = None):
         self.path, self.columns = path, columns
         rows = []
         if keep_until_step is not None and path.exists():  # resuming: drop rows after the checkpoint
-            rows = [r for r in self.read() if int(r["step"]) <= keep_until_step]
+            rows = [r for r in self.read() if int(r[columns[0]]) <= keep_until_step]
         text = io.StringIO()
         writer = csv.DictWriter(text, columns)
         writer.writeheader()
@@ -144,9 +145,9 @@ class MetricsFile:
         with self.path.open(newline="", encoding="utf-8", errors="replace") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
-        if reader.fieldnames != self.columns or any(not (r.get("step") or "").isdigit() for r in rows):
+        if reader.fieldnames != self.columns or any(not (r.get(self.columns[0]) or "").isdigit() for r in rows):
             raise CommandError(f"{self.path} is damaged (expected the columns {', '.join(self.columns)} and a "
-                               "whole-number step on every row); move it away to start a new history")
+                               f"whole-number {self.columns[0]} on every row); move it away to start a new history")
         return rows
 
 

@@ -33,14 +33,15 @@ from .conllu import (
     split_sentences,
 )
 from .corpus import load_text
-from .errors import CommandError, DataError
+from .errors import CommandError, DataError, UsageError
 from .options import (
     add_common_options, describe_defaults, dropout_probability, nonnegative_float, open_fraction, positive_float,
     positive_int, size,
 )
 from .runs import (
-    EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, check_config, check_weights, duration,
-    load_checkpoint, prepare_out_dir, resolve_config, say, text_digest, write_json,
+    EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, check_config, check_run_checkpoint,
+    check_weights, duration, load_checkpoint, plot_curves, prepare_out_dir, resolve_config, resumed_config, say,
+    text_digest, write_json,
 )
 from .vocab import Vocabulary
 
@@ -171,14 +172,19 @@ class TaggerTrainer:
         self.keep = np.ones(len(self.vocabs.words))
         for word, i in zip(self.vocabs.words.items[2:], range(2, len(self.vocabs.words))):
             self.keep[i] = counts[word] / (alpha + counts[word])
+        # where training is: epochs done, and inside the epoch under way its batch order, the next
+        # batch and the loss so far (so that a run stopped mid-epoch resumes there)
+        self.epochs, self.order, self.position, self.epoch_loss = 0, None, 0, [0.0, 0]
 
     def train_epoch(self, should_stop=lambda: False) -> float:
-        """One pass over the training batches in a random order; returns the mean loss (nats per word)."""
-        total, words = 0.0, 0
-        for k in self.rng.permutation(len(self.batches)):
+        """One pass over the training batches in a random order, or the rest of one a stopped run
+        began; returns its mean loss (nats per word)."""
+        if self.order is None:
+            self.order, self.position, self.epoch_loss = self.rng.permutation(len(self.batches)), 0, [0.0, 0]
+        while self.position < len(self.order):
             if should_stop():
                 break
-            batch = self.batches[k]
+            batch = self.batches[self.order[self.position]]
             dropped = self.rng.random(batch.word_ids.shape) >= self.keep[batch.word_ids]
             word_ids = np.where(dropped, UNK_ID, batch.word_ids)
             loss = cross_entropy(self.model(batch, word_ids), batch.tag_ids, ignore_index=IGNORE_INDEX)
@@ -188,14 +194,34 @@ class TaggerTrainer:
                 clip_grad_norm_(self.model.parameters(), self.config["clip"])
             self.optimizer.step()
             n = int(batch.lengths.sum())
-            total += float(loss.item()) * n
-            words += n
+            self.epoch_loss = [self.epoch_loss[0] + float(loss.item()) * n, self.epoch_loss[1] + n]
+            self.position += 1
+        total, words = self.epoch_loss
+        if self.position == len(self.order):
+            self.epochs, self.order = self.epochs + 1, None
         return total / max(words, 1)
 
     def state_dict(self) -> dict:
-        """The trained tagger, for ``minigrad.save``."""
+        """The tagger, and everything needed to continue training exactly, for ``minigrad.save``."""
         return {"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "config": dict(self.config),
-                "vocab": self.vocabs.to_dict(), "model": dict(self.model.state_dict())}
+                "vocab": self.vocabs.to_dict(), "model": dict(self.model.state_dict()),
+                "optimizer": self.optimizer.state_dict(), "rng": self.rng.bit_generator.state, "step": self.epochs,
+                "order": self.order, "position": self.position, "epoch_loss": list(self.epoch_loss)}
+
+    def load_state_dict(self, checkpoint: dict):
+        """Restore a position saved by :meth:`state_dict` (KeyError, TypeError or ValueError if damaged)."""
+        order = checkpoint["order"]
+        if order is not None and (not isinstance(order, np.ndarray) or sorted(order.tolist()) != list(
+                range(len(self.batches))) or not 0 <= checkpoint["position"] < len(order)):
+            raise ValueError("its batch order is not a permutation of this data's batches")
+        total, words = checkpoint["epoch_loss"]
+        if not (isinstance(words, int) and words >= 0 and isinstance(total, float) and math.isfinite(total)):
+            raise ValueError(f"its epoch loss is {checkpoint['epoch_loss']!r}")
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.rng.bit_generator.state = checkpoint["rng"]
+        self.epochs, self.order, self.position = checkpoint["step"], order, int(checkpoint["position"])
+        self.epoch_loss = [total, words]
 
 
 def check_checkpoint(checkpoint, where: str) -> dict:
@@ -283,25 +309,49 @@ def _read_sentences(path) -> list:
 
 
 def cmd_tag_train(args) -> int:
-    """Train a part-of-speech tagger on part of a CoNLL-U file; report accuracy on the rest."""
-    config, _ = resolve_config(args, TAG_DEFAULTS, count="epochs")
-    sentences = _read_sentences(args.data)
-    config["data"] = str(Path(args.data).resolve())
-    config["data_sha256"] = text_digest(load_text(args.data))
+    """Train a part-of-speech tagger on part of a CoNLL-U file and report accuracy on the rest;
+    ``--resume`` continues a run where it stopped."""
+    checkpoint = None
+    if args.resume:
+        checkpoint, file = load_checkpoint(args.resume, _check_resumable)
+        out = file.parent
+        if args.data is not None and str(Path(args.data).resolve()) != checkpoint["config"]["data"]:
+            raise CommandError(f"--data cannot change when resuming (the run in {out} uses {checkpoint['config']['data']})")
+        config = resumed_config(args, checkpoint["config"], out, TAG_DEFAULTS, ("epochs", "minutes"), "epochs")
+    elif args.data is None or args.out is None:
+        raise UsageError("tag train needs --data and --out (or --resume DIR)")
+    else:
+        config, _ = resolve_config(args, TAG_DEFAULTS, count="epochs")
+        config["data"], out = str(Path(args.data).resolve()), Path(args.out)
+    sentences = _read_sentences(config["data"])
+    digest = text_digest(load_text(config["data"]))
+    if checkpoint is not None and digest != config["data_sha256"]:
+        raise CommandError(f"cannot resume: {config['data']} changed since the checkpoint was written")
+    config["data_sha256"] = digest
     try:
         train, valid = split_sentences(sentences, config["valid_fraction"], config["seed"])
     except DataError as e:
-        raise CommandError(f"{args.data}: {e}") from None
-    out = prepare_out_dir(Path(args.out), fresh=True, resumable=False)  # tag train has no --resume
-    write_json(out / "config.json", config)
+        raise CommandError(f"{config['data']}: {e}") from None
     run = TaggerTrainer(config, train)
+    if checkpoint is not None:
+        try:
+            run.load_state_dict(checkpoint)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CommandError(f"the checkpoint in {out} is damaged or does not match its config: {e}") from None
+    prepare_out_dir(out, fresh=checkpoint is None)
+    write_json(out / "config.json", config)
     n_words = sum(len(s.words) for s in train)
-    say(f"training a tagger ({run.model.num_parameters():,} parameters) on {len(train)} sentences "
-        f"({n_words:,} words) of {args.data}; validating on {len(valid)}; output in {out}")
-    metrics = MetricsFile(out / "metrics.csv", ["epoch", "train_loss", "valid_accuracy", "elapsed_sec"])
-    loop = TrainingLoop(Budget(config["epochs"], config["minutes"]), 1, "tag train", total=config["epochs"],
+    say(f"{'resuming' if checkpoint else 'training'} a tagger ({run.model.num_parameters():,} parameters) on "
+        f"{len(train)} sentences ({n_words:,} words) of {config['data']}; validating on {len(valid)}; output in {out}")
+    metrics = MetricsFile(out / "metrics.csv", ["epoch", "train_loss", "valid_accuracy", "elapsed_sec"],
+                          keep_until_step=None if checkpoint is None else run.epochs)
+    loop = TrainingLoop(Budget(config["epochs"], config["minutes"]), 1, "tag train", step=run.epochs,
+                        elapsed=0.0 if checkpoint is None else float(checkpoint["elapsed"]), total=config["epochs"],
                         unit="epoch", parameters=run.model.parameters())
     scores = None
+
+    def save():
+        mg.save({**run.state_dict(), "elapsed": loop.elapsed}, out / "checkpoint.safetensors")
 
     def report(final: bool):
         """After each epoch: validation accuracy, a metrics row, a checkpoint."""
@@ -309,19 +359,33 @@ def cmd_tag_train(args) -> int:
         scores = score(run.model, run.vocabs, valid)
         loss = loop.window_loss()
         metrics.append(epoch=loop.step, train_loss=loss, valid_accuracy=scores.accuracy, elapsed_sec=loop.elapsed)
-        mg.save(run.state_dict(), out / "checkpoint.safetensors")
+        save()
         say(f"epoch {loop.step:>3} | train loss {loss:.4f} | validation accuracy {100 * scores.accuracy:.2f}% | "
             f"{duration(loop.elapsed)}")
 
     interrupted = loop.run(lambda: run.train_epoch(loop.should_stop), report)
     if scores is None:  # stopped before the first epoch ended
-        mg.save(run.state_dict(), out / "checkpoint.safetensors")
+        save()
         scores = score(run.model, run.vocabs, valid)
     _print_scores(scores, f"{len(valid)} validation sentences")
+    rows = metrics.read()
+    plot_curves(out / "loss.png", {"train loss": ([int(r["epoch"]) for r in rows], [float(r["train_loss"])
+                                                                                   for r in rows])},
+                "epoch", "loss (nats per word)", "tagger training")
+    write_json(out / "results.json", {"epochs": run.epochs, "train_seconds": round(loop.elapsed, 1),
+                                      "valid_accuracy": scores.accuracy, "valid_sentences": len(valid)})
     if interrupted:
-        say(f"interrupted after {loop.step} epochs; the model so far is saved in {out}")
+        say(f"interrupted after {loop.step} epochs; the model so far is saved in {out}: --resume {out} continues it")
         return EXIT_INTERRUPTED
     return 0
+
+
+def _check_resumable(checkpoint, where: str) -> dict:
+    """A tagger checkpoint that holds what resuming needs (older ones hold only the model)."""
+    check_checkpoint(checkpoint, where)
+    return check_run_checkpoint(checkpoint, where, CHECKPOINT_KIND, CHECKPOINT_VERSION, "tagger", CONFIG_FIELDS,
+                                ("config", "model", "optimizer", "rng", "step", "elapsed", "order", "position",
+                                 "epoch_loss"))
 
 
 def _load_tagger(model_dir):
@@ -398,8 +462,10 @@ def add_commands(commands) -> None:
     tag = commands.add_parser("tag", help="part-of-speech tagging (train, eval, predict)")
     tag_commands = tag.add_subparsers(dest="tag_command", required=True, metavar="ACTION")
     p = tag_commands.add_parser("train", help="train a BiLSTM tagger on a CoNLL-U file")
-    p.add_argument("--data", metavar="FILE", required=True, help="CoNLL-U file")
-    p.add_argument("--out", metavar="DIR", required=True, help="output folder")
+    p.add_argument("--data", metavar="FILE", help="CoNLL-U file (needed unless --resume)")
+    p.add_argument("--out", metavar="DIR", help="output folder (needed unless --resume)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (or from DIR/checkpoint.safetensors) "
+                   "exactly where it stopped")
     p.add_argument("--valid-fraction", type=open_fraction, help="sentences held out for validation")
     add_common_options(p, cell=False)
     p.add_argument("--word-size", type=size, help="word embedding size")
