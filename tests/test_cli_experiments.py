@@ -197,3 +197,39 @@ def test_an_experiment_resumes_bit_for_bit(tmp_path, capsys):
     assert "is a run of the adding task, not of copy" in capsys.readouterr().err
     assert main(["experiment", "adding", "--resume", str(tmp_path / "split"), "--hidden-size", "8"]) == 1
     assert "--hidden-size cannot change when resuming" in capsys.readouterr().err
+
+
+def test_translate_resumes_the_model_under_way_then_the_rest(tmp_path, capsys):
+    tiny = ["experiment", "translate", "--max-len", "3", "--hidden-size", "8", "--embedding-size", "4",
+            "--batch-size", "8", "--eval-every", "2", "--attention", "additive,none"]
+    assert main([*tiny, "--steps", "4", "--out", str(tmp_path / "straight")]) == 0
+    from minigrad_rnn.app.translate import TranslateRun
+
+    original = TranslateRun.train_step
+    calls = {"n": 0}
+
+    def ctrl_c_at_the_third(self):  # the third step of the first model: stop after it
+        calls["n"] += 1
+        if calls["n"] == 3:
+            import signal
+            signal.raise_signal(signal.SIGINT)
+        return original(self)
+
+    TranslateRun.train_step = ctrl_c_at_the_third
+    try:
+        assert main([*tiny, "--steps", "4", "--out", str(tmp_path / "split")]) == 130
+    finally:
+        TranslateRun.train_step = original
+    saved = mg.load(tmp_path / "split" / "checkpoint.safetensors")
+    assert (saved["current"], saved["step"], saved["results"]) == ("additive", 3, {})
+    assert main(["experiment", "translate", "--resume", str(tmp_path / "split")]) == 0, capsys.readouterr().err
+    straight, split = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("straight", "split"))
+    assert straight.keys() == split.keys() == {"additive", "none"}
+    for kind in straight:
+        assert straight[kind]["by_length"] == split[kind]["by_length"] and split[kind]["steps"] == 4
+    # the same exact match at every step both reported (the split run also reported where it stopped)
+    accuracy = [{(r["attention"], r["step"]): r["accuracy"] for r in csv.DictReader((tmp_path / run / "metrics.csv").read_text().splitlines())}
+                for run in ("straight", "split")]
+    assert set(accuracy[0]) <= set(accuracy[1]) and all(accuracy[1][k] == v for k, v in accuracy[0].items())
+    assert {"config.json", "metrics.csv", "checkpoint.safetensors", "results.json", "loss.png"} <= set(
+        os.listdir(tmp_path / "split"))

@@ -123,13 +123,19 @@ def prepare_out_dir(out: Path, fresh: bool = True, resumable: bool = True, repla
 
 class MetricsFile:
     """A CSV file with a header, appended one row at a time (and flushed, so it survives a crash).
-    Its first column counts the steps (or epochs)."""
+    Its "step" (or "epoch") column counts the steps; ``model`` names the column that tells the models
+    of a run that trains several apart (translate's attention, gradflow's cell)."""
 
-    def __init__(self, path: Path, columns: list[str], keep_until_step: int | None = None):
+    def __init__(self, path: Path, columns: list[str], keep_until_step: int | None = None,
+                 model: str | None = None, finished=()):
+        """A resumed run keeps the rows up to ``keep_until_step`` of the model under way, and all
+        rows of the ``finished`` models (by ``model`` column); a new run starts the file afresh."""
         self.path, self.columns = path, columns
+        self.count = "epoch" if "epoch" in columns else "step"
         rows = []
         if keep_until_step is not None and path.exists():  # resuming: drop rows after the checkpoint
-            rows = [r for r in self.read() if int(r[columns[0]]) <= keep_until_step]
+            rows = [r for r in self.read() if (model is not None and r[model] in finished)
+                    or int(r[self.count]) <= keep_until_step and (model is None or r[model] not in finished)]
         text = io.StringIO()
         writer = csv.DictWriter(text, columns)
         writer.writeheader()
@@ -145,9 +151,9 @@ class MetricsFile:
         with self.path.open(newline="", encoding="utf-8", errors="replace") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
-        if reader.fieldnames != self.columns or any(not (r.get(self.columns[0]) or "").isdigit() for r in rows):
+        if reader.fieldnames != self.columns or any(not (r.get(self.count) or "").isdigit() for r in rows):
             raise CommandError(f"{self.path} is damaged (expected the columns {', '.join(self.columns)} and a "
-                               f"whole-number {self.columns[0]} on every row); move it away to start a new history")
+                               f"whole-number {self.count} on every row); move it away to start a new history")
         return rows
 
 

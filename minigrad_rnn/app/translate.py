@@ -14,20 +14,20 @@ the alignments of a few examples (their Figure 3).
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
+import minigrad as mg
 from minigrad.functional import cross_entropy
 from minigrad.nn.utils import clip_grad_norm_
 
 from ..seq2seq import Seq2Seq
-from .errors import CommandError
+from .errors import CommandError, DataError
 from .options import add_common_options, describe_defaults, make_optimizer, positive_float, positive_int, size
 from .runs import (
-    EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, duration, plot_curves, prepare_out_dir, resolve_config, say,
-    write_json,
+    EXIT_INTERRUPTED, FIELDS, Budget, MetricsFile, TrainingLoop, check_run_checkpoint, duration, load_checkpoint,
+    plot_curves, prepare_out_dir, resolve_config, resumed_config, say, write_json,
 )
 
 DIGITS, PAD, BOS, EOS = 10, 10, 11, 12
@@ -36,6 +36,15 @@ TRANSLATE_DEFAULTS = {"max_len": 30, "hidden_size": 64, "embedding_size": 32, "b
                       "minutes": 3.0, "steps": None, "eval_every": 200, "target_accuracy": 0.995,
                       "test_per_length": 30, "beam_width": 1, "seed": 0, "dtype": "float32",
                       "attention": ["additive", "none"]}
+# what each config field of a checkpoint must be (runs.FIELDS), as if typed on the command line
+CONFIG_FIELDS = {
+    "max_len": "size", "hidden_size": "size", "embedding_size": "size", "batch_size": "size", "lr": "positive",
+    "minutes": "minutes", "steps": "count", "eval_every": "positive_int", "target_accuracy": "fraction",
+    "test_per_length": "positive_int", "beam_width": "positive_int", "seed": "nonnegative_int", "dtype": "dtype",
+    "attention": ((lambda v: isinstance(v, list) and v and all(k in ("additive", "general", "none") for k in v)),
+                  "a list of additive, general, none"),
+}
+CHECKPOINT_KIND, CHECKPOINT_VERSION = "minigrad-rnn translate", 1
 MAX_LEN = 200  # longer strings make the test set and the decoder's loop needlessly slow
 ATTENTION_KINDS = ("additive", "general", "none")  # "dot" needs the decoder as wide as the bidirectional encoder
 
@@ -98,6 +107,18 @@ class TranslateRun:
         self.test = self.task.test_set(config["seed"], config["test_per_length"])
         self.step = 0
 
+    def state_dict(self) -> dict:
+        """The model under way: weights, optimizer, generator and step, for a checkpoint."""
+        return {"model": dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict(),
+                "rng": self.rng.bit_generator.state, "step": self.step}
+
+    def load_state_dict(self, checkpoint: dict):
+        """Restore what :meth:`state_dict` saved (KeyError, TypeError or ValueError if damaged)."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.rng.bit_generator.state = checkpoint["rng"]
+        self.step = checkpoint["step"]
+
     def train_step(self) -> float:
         """One Adam update on a fresh batch (teacher forcing, gradient norm clipped to 1); returns its loss."""
         source, lengths, target_in, target_out = self.task.batch(self.rng, self.config["batch_size"])
@@ -148,47 +169,98 @@ def alignment_figure(path: Path, model: Seq2Seq, strings: list, attention: str =
 
 
 def cmd_translate(args) -> int:
-    """Train the reversal task with and without attention; accuracy against length, and alignments."""
-    config, _ = resolve_config(args, TRANSLATE_DEFAULTS)
+    """Train the reversal task with and without attention; accuracy against length, and alignments.
+    The models train one after the other; ``--resume`` continues the one under way, then the rest."""
+    checkpoint = None
+    if args.resume:
+        checkpoint, file = load_checkpoint(args.resume, _check_checkpoint)
+        out = file.parent
+        config = resumed_config(args, checkpoint["config"], out, TRANSLATE_DEFAULTS)
+    else:
+        config, _ = resolve_config(args, TRANSLATE_DEFAULTS)
+        out = Path(args.out or f"runs/translate-L{config['max_len']}")
     task = ReversalTask(config["max_len"])
-    out = prepare_out_dir(Path(args.out or f"runs/translate-L{config['max_len']}"), resumable=False)
+    prepare_out_dir(out, fresh=checkpoint is None)
     write_json(out / "config.json", config)
     say(f"reversal task: digit strings of 1 to {task.max_len} digits; each model trains until "
         f"{config['target_accuracy']:.1%} of the held-out strings come out exactly, or for "
         f"{Budget(config['steps'], config['minutes'])}; output in {out}")
-    metrics = MetricsFile(out / "metrics.csv", ["attention", "step", "train_loss", "accuracy", "elapsed_sec"])
-    results, curves, interrupted = {}, {}, False
+    finished = {} if checkpoint is None else {k: dict(v, by_length=dict(v["by_length"]))
+                                              for k, v in checkpoint["results"].items()}
+    metrics = MetricsFile(out / "metrics.csv", ["attention", "step", "train_loss", "accuracy", "elapsed_sec"],
+                          keep_until_step=None if checkpoint is None else checkpoint["step"], model="attention",
+                          finished=set(finished))
+    results, curves, interrupted = dict(finished), {}, False
     for attention in config["attention"]:
-        run, started, accuracy = TranslateRun(config, attention), time.monotonic(), 0.0
-        loop = TrainingLoop(Budget(config["steps"], config["minutes"]), config["eval_every"], attention,
-                            total=config["steps"], parameters=run.model.parameters())
+        if attention in finished:
+            by_length = finished[attention]["by_length"]
+            curves[f"attention: {attention}"] = (list(by_length), [100 * v for v in by_length.values()])
+            continue
+        run, accuracy = TranslateRun(config, attention), 0.0
+        resumed = checkpoint is not None and checkpoint["current"] == attention
+        if resumed:
+            try:
+                run.load_state_dict(checkpoint)
+            except (KeyError, TypeError, ValueError) as e:
+                raise CommandError(f"the checkpoint in {out} is damaged or does not match its config: {e}") from None
+        loop = TrainingLoop(Budget(config["steps"], config["minutes"]), config["eval_every"], attention, step=run.step,
+                            elapsed=float(checkpoint["elapsed"]) if resumed else 0.0, total=config["steps"],
+                            parameters=run.model.parameters())
 
         def report(final: bool):
-            """The held-out exact match, a metrics row and a progress line."""
+            """The held-out exact match, a metrics row, a checkpoint and a progress line."""
             nonlocal accuracy
             accuracy = _mean(run.accuracy())
             metrics.append(attention=attention, step=run.step, train_loss=loop.window_loss(), accuracy=accuracy,
-                           elapsed_sec=time.monotonic() - started)
+                           elapsed_sec=loop.elapsed)
+            mg.save({"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "config": config, "current": attention,
+                     "results": {k: dict(v, by_length=[[n, a] for n, a in v["by_length"].items()])
+                                 for k, v in finished.items()},
+                     **run.state_dict(), "elapsed": loop.elapsed}, out / "checkpoint.safetensors")
             say(f"{attention:>9} | step {run.step:>5} | train {loop.window_loss():.4f} | held-out exact match "
-                f"{accuracy:.2%} | {duration(time.monotonic() - started)}")
+                f"{accuracy:.2%} | {duration(loop.elapsed)}")
 
         interrupted = loop.run(run.train_step, report, until=lambda: accuracy >= config["target_accuracy"])
         by_length = run.accuracy(config["beam_width"])
-        results[attention] = {"steps": run.step, "seconds": round(time.monotonic() - started, 1),
+        results[attention] = {"steps": run.step, "seconds": round(loop.elapsed, 1),
                               "exact_match": _mean(by_length), "by_length": by_length}
         curves[f"attention: {attention}"] = (list(by_length), [100 * v for v in by_length.values()])
         say(f"{attention:>9}: {_mean(by_length):.2%} exact match after {run.step} steps "
-            f"({duration(time.monotonic() - started)}){_buckets(by_length, task.max_len)}")
+            f"({duration(loop.elapsed)}){_buckets(by_length, task.max_len)}")
         if attention != "none" and alignment_figure(out / f"alignment-{attention}.png", run.model,
                                                      [run.test[n][0] for n in _examples(task.max_len)], attention):
             say(f"wrote {out / f'alignment-{attention}.png'}")
         if interrupted:
             break
+        finished[attention] = results[attention]
     write_json(out / "results.json", results)
     if plot_curves(out / "accuracy.png", curves, "input length (digits)", "held-out exact match (%)",
                    f"writing digit strings backwards ({'greedy' if config['beam_width'] == 1 else 'beam search'})"):
         say(f"wrote {out / 'accuracy.png'}")
+    rows = metrics.read()
+    plot_curves(out / "loss.png", {f"attention: {a}": ([int(r["step"]) for r in rows if r["attention"] == a],
+                                                       [float(r["train_loss"]) for r in rows if r["attention"] == a])
+                                   for a in results}, "step", "train loss (nats per digit)", "reversal task training")
     return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _check_checkpoint(checkpoint, where: str) -> dict:
+    """A translate checkpoint whose fields are all sound (else one DataError naming ``where``)."""
+    check_run_checkpoint(checkpoint, where, CHECKPOINT_KIND, CHECKPOINT_VERSION, "translate", CONFIG_FIELDS,
+                         ("config", "current", "results", "model", "optimizer", "rng", "step", "elapsed"))
+    kinds = checkpoint["config"]["attention"]
+    results = checkpoint["results"]
+    if checkpoint["current"] not in kinds or not isinstance(results, dict) or not set(results) <= set(kinds) \
+            or checkpoint["current"] in results:
+        raise DataError(f"{where} is damaged: its models {checkpoint['current']!r} and {sorted(results)!r} are not "
+                        f"among {kinds}")
+    for name, result in results.items():
+        fine = isinstance(result, dict) and set(result) == {"steps", "seconds", "exact_match", "by_length"} and all(
+            isinstance(pair, list) and len(pair) == 2 and FIELDS["positive_int"][0](pair[0])
+            and isinstance(pair[1], float) and 0 <= pair[1] <= 1 for pair in result["by_length"])
+        if not fine:
+            raise DataError(f"{where} is damaged: the result of {name!r} is malformed")
+    return checkpoint
 
 
 def _buckets(by_length: dict, max_len: int) -> str:
@@ -228,5 +300,7 @@ def add_command(tasks) -> None:
     p.add_argument("--minutes", type=positive_float, help="training time per model")
     p.add_argument("--eval-every", type=positive_int, help="test every N steps")
     p.add_argument("--out", metavar="DIR", help="output folder (without it: runs/translate-LN)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (or from DIR/checkpoint.safetensors): "
+                   "the model under way, then the rest")
     describe_defaults(p, TRANSLATE_DEFAULTS)
     p.set_defaults(handler=cmd_translate)
