@@ -228,8 +228,38 @@ def test_translate_resumes_the_model_under_way_then_the_rest(tmp_path, capsys):
     for kind in straight:
         assert straight[kind]["by_length"] == split[kind]["by_length"] and split[kind]["steps"] == 4
     # the same exact match at every step both reported (the split run also reported where it stopped)
-    accuracy = [{(r["attention"], r["step"]): r["accuracy"] for r in csv.DictReader((tmp_path / run / "metrics.csv").read_text().splitlines())}
+    accuracy = [{(r["attention"], r["step"]): r["accuracy"]
+                 for r in csv.DictReader((tmp_path / run / "metrics.csv").read_text().splitlines())}
                 for run in ("straight", "split")]
     assert set(accuracy[0]) <= set(accuracy[1]) and all(accuracy[1][k] == v for k, v in accuracy[0].items())
     assert {"config.json", "metrics.csv", "checkpoint.safetensors", "results.json", "loss.png"} <= set(
+        os.listdir(tmp_path / "split"))
+
+
+def test_gradflow_resumes_the_cell_under_way_then_the_rest(tmp_path, capsys):
+    tiny = ["gradflow", "--seq-len", "6", "--hidden-size", "4", "--cells", "rnn,gru", "--steps", "4"]
+    assert main([*tiny, "--out", str(tmp_path / "straight")]) == 0
+    from minigrad_rnn.app.experiments import TaskRun
+
+    original = TaskRun.train_step
+    calls = {"n": 0}
+
+    def ctrl_c_at_the_second(self):  # the rnn's second step: stop after it
+        calls["n"] += 1
+        if calls["n"] == 2:
+            import signal
+            signal.raise_signal(signal.SIGINT)
+        return original(self)
+
+    TaskRun.train_step = ctrl_c_at_the_second
+    try:
+        assert main([*tiny, "--out", str(tmp_path / "split")]) == 130
+    finally:
+        TaskRun.train_step = original
+    saved = mg.load(tmp_path / "split" / "checkpoint.safetensors")
+    assert (saved["current"], saved["step"], saved["flows"]) == ("rnn", 2, {})
+    assert main(["gradflow", "--resume", str(tmp_path / "split")]) == 0, capsys.readouterr().err
+    straight, split = ((tmp_path / run / "gradflow.csv").read_text() for run in ("straight", "split"))
+    assert straight == split  # the same norms, before and after training, for both cells
+    assert {"config.json", "metrics.csv", "checkpoint.safetensors", "results.json", "loss.png", "gradflow.png"} <= set(
         os.listdir(tmp_path / "split"))

@@ -32,7 +32,7 @@ from minigrad.functional import cross_entropy, mse_loss
 from minigrad.nn.utils import clip_grad_norm_
 
 from . import translate
-from .errors import CommandError
+from .errors import CommandError, DataError
 from .options import (
     CELLS, OPTIMIZERS, add_common_options, cell_list, describe_defaults, finite_float, make_optimizer,
     nonnegative_float, nonnegative_int, positive_float, positive_int, size,
@@ -60,11 +60,20 @@ EXPERIMENT_FIELDS = {
     "test_size": "size", "seed": "nonnegative_int", "dtype": "dtype", "forget_bias": "finite",
 }
 EXPERIMENT_KIND, EXPERIMENT_VERSION = "minigrad-rnn experiment", 1
+GRADFLOW_FIELDS = {
+    "task": EXPERIMENT_FIELDS["task"], "cells": ((lambda v: isinstance(v, list) and v and all(c in CELLS for c in v)),
+                                                 "a list of " + ", ".join(sorted(CELLS))),
+    "seq_len": "size", "hidden_size": "size", "batch_size": "size", "lr": "positive", "steps": "count",
+    "minutes": "minutes", "eval_every": "positive_int", "solved_below": "positive", "test_size": "size",
+    "seed": "nonnegative_int", "dtype": "dtype", "forget_bias": "finite",
+}
+GRADFLOW_KIND, GRADFLOW_VERSION = "minigrad-rnn gradflow", 1
 
 # float64: a vanishing gradient underflows float32 to exactly zero.  Each cell trains until it solves the
 # task (test loss below `solved_below` x the baseline) or its `minutes` end: the LSTM solves the adding
 # problem at T = 100 in about a minute here, the tanh RNN never does, so the default run takes about 5.
-GRADFLOW_DEFAULTS = {"task": "adding", "cells": ["rnn", "lstm", "gru"], "seq_len": 100, "hidden_size": 64, "batch_size": 50, "lr": 3e-3,
+GRADFLOW_DEFAULTS = {"task": "adding", "cells": ["rnn", "lstm", "gru"], "seq_len": 100, "hidden_size": 64,
+                     "batch_size": 50, "lr": 3e-3,
                      "steps": None, "minutes": 2.0, "eval_every": 100, "solved_below": 0.05, "test_size": 500,
                      "seed": 0, "dtype": "float64", "forget_bias": 1.0}
 
@@ -244,19 +253,27 @@ def hidden_state_gradients(model: SequenceModel, task, x, y) -> dict:
             for name, tensors in series.items()}
 
 
-def gradient_flow(config: dict) -> dict:
+def gradient_flow(config: dict, resume: dict | None = None, metrics: MetricsFile | None = None, save=None) -> dict:
     """State gradients of ``config["cell"]`` at initialization and after training on ``config["task"]``.
 
     Training runs until the test loss is below ``solved_below`` x the task's baseline, or the budget
     (``steps``, ``minutes``) ends, or Ctrl-C.  Returns ``{"initialization": norms, "trained": norms,
     "training": {steps, seconds, test_loss, baseline, solved}}``, each ``norms`` as
     :func:`hidden_state_gradients` gives them; after Ctrl-C only ``{"initialization": ...,
-    "interrupted": True}``.
+    "interrupted": True}``.  At every report a row goes to ``metrics`` and ``save(state)`` gets what
+    ``resume`` takes to continue: the training run's state, the initialization's norms, the seconds.
     """
     run = TaskRun({**config, "optimizer": "adam", "clip": 1.0})
     x, y = run.task.batch(np.random.default_rng([config["seed"], 2]), 100, run.dtype)
-    result = {"initialization": hidden_state_gradients(run.model, run.task, x, y)}
-    started, test = time.monotonic(), run.test_loss()
+    if resume is None:
+        result = {"initialization": hidden_state_gradients(run.model, run.task, x, y)}
+    else:
+        run.load_state_dict(resume)
+        result = {"initialization": dict(resume["initialization"])}
+    test = run.test_loss()
+    loop = TrainingLoop(Budget(config["steps"], config["minutes"]), config["eval_every"], config["cell"],
+                        step=run.step, elapsed=0.0 if resume is None else float(resume["elapsed"]),
+                        total=config["steps"], parameters=run.model.parameters())
 
     def solved() -> bool:
         return test < config["solved_below"] * run.task.baseline
@@ -264,15 +281,17 @@ def gradient_flow(config: dict) -> dict:
     def report(final: bool):
         nonlocal test
         test = run.test_loss()
+        if metrics is not None:
+            metrics.append(cell=config["cell"], step=run.step, train_loss=loop.window_loss(), test_loss=test,
+                           elapsed_sec=loop.elapsed)
+        if save is not None:
+            save({**run.state_dict(), "initialization": result["initialization"], "elapsed": loop.elapsed})
 
-    if not solved():
-        loop = TrainingLoop(Budget(config["steps"], config["minutes"]), config["eval_every"], config["cell"],
-                            total=config["steps"], parameters=run.model.parameters())
-        if loop.run(run.train_step, report, until=solved):
-            return {**result, "interrupted": True}
+    if not solved() and loop.run(run.train_step, report, until=solved):
+        return {**result, "interrupted": True}
     run.model.zero_grad()
     result["trained"] = hidden_state_gradients(run.model, run.task, x, y)
-    result["training"] = {"steps": run.step, "seconds": round(time.monotonic() - started, 1), "test_loss": test,
+    result["training"] = {"steps": run.step, "seconds": round(loop.elapsed, 1), "test_loss": test,
                           "baseline": run.task.baseline, "solved": solved()}
     return result
 
@@ -356,19 +375,42 @@ def _check_experiment_checkpoint(checkpoint, where: str) -> dict:
 
 def cmd_gradflow(args) -> int:
     """|dL/dh_t| (and the LSTM's |dL/dc_t|) against t for each cell, at initialization and after training
-    until it solves the task or its budget ends."""
-    config, _ = resolve_config(args, GRADFLOW_DEFAULTS)
+    until it solves the task or its budget ends.  The cells train one after the other; ``--resume``
+    continues the one under way, then the rest."""
+    checkpoint = None
+    if args.resume:
+        checkpoint, file = load_checkpoint(args.resume, _check_gradflow_checkpoint)
+        out = file.parent
+        config = resumed_config(args, checkpoint["config"], out, GRADFLOW_DEFAULTS)
+    else:
+        config, _ = resolve_config(args, GRADFLOW_DEFAULTS)
+        out = Path(args.out or f"runs/gradflow-{config['task']}-T{config['seq_len']}")
     _check_seq_len(config["task"], config["seq_len"])
-    out = prepare_out_dir(Path(args.out or f"runs/gradflow-{config['task']}-T{config['seq_len']}"), resumable=False)
+    prepare_out_dir(out, fresh=checkpoint is None)
     write_json(out / "config.json", config)
     task, budget = TASKS[config["task"]](config["seq_len"]), Budget(config["steps"], config["minutes"])
     say(f"gradient of the loss with respect to each state, {task.name} task, T = {config['seq_len']}; each cell "
         f"trains until its test {task.metric} is below {config['solved_below']:g} x the baseline "
         f"{task.baseline:.4f}, or for {budget}")
+    flows = {} if checkpoint is None else {cell: _flow_arrays(flow) for cell, flow in checkpoint["flows"].items()}
+    metrics = MetricsFile(out / "metrics.csv", ["cell", "step", "train_loss", "test_loss", "elapsed_sec"],
+                          keep_until_step=None if checkpoint is None else checkpoint["step"], model="cell",
+                          finished=set(flows))
     rows, series, results, interrupted = [], {}, {}, False
     colors = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
     for cell in config["cells"]:
-        flow = gradient_flow(dict(config, cell=cell))
+        def save(state, cell=cell):
+            mg.save({**state, "kind": GRADFLOW_KIND, "version": GRADFLOW_VERSION, "config": config, "current": cell,
+                     "flows": {c: _flow_lists(f) for c, f in flows.items()}}, out / "checkpoint.safetensors")
+
+        if cell not in flows:
+            resume = checkpoint if checkpoint is not None and checkpoint["current"] == cell else None
+            try:
+                flow = gradient_flow(dict(config, cell=cell), resume, metrics, save)
+            except (KeyError, TypeError, ValueError) as e:  # a resumed state that does not fit its config
+                raise CommandError(f"the checkpoint in {out} is damaged or does not match its config: {e}") from None
+        else:
+            flow = flows[cell]
         results[cell] = {"training": flow.get("training"), "ratios": {}}
         if flow.get("training"):
             t = flow["training"]
@@ -389,6 +431,7 @@ def cmd_gradflow(args) -> int:
         if flow.get("interrupted"):
             interrupted = True
             break
+        flows[cell] = flow
     with (out / "gradflow.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["cell", "phase", "state", "t", "grad_norm"])
@@ -396,8 +439,45 @@ def cmd_gradflow(args) -> int:
     write_json(out / "results.json", results)
     plotted = plot_curves(out / "gradflow.png", series, "time step t", "gradient norm",
                           f"gradient flow, {task.name} task, T = {config['seq_len']}", log_y=True, legend_outside=True)
+    trained = metrics.read()
+    plot_curves(out / "loss.png", {cell: ([int(r["step"]) for r in trained if r["cell"] == cell],
+                                          [float(r["test_loss"]) for r in trained if r["cell"] == cell])
+                                   for cell in results}, "step", f"test {task.metric}",
+                f"{task.name} task, T = {config['seq_len']}", log_y=True)
     say(f"wrote {out / 'gradflow.csv'}, {out / 'results.json'}" + (f" and {out / 'gradflow.png'}" if plotted else ""))
     return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _flow_lists(flow: dict) -> dict:
+    """A finished cell's result for a checkpoint (its norms as arrays, its training as numbers)."""
+    return {"initialization": dict(flow["initialization"]), "trained": dict(flow["trained"]),
+            "training": dict(flow["training"])}
+
+
+def _flow_arrays(flow: dict) -> dict:
+    return {phase: dict(flow[phase]) for phase in ("initialization", "trained", "training")}
+
+
+def _check_gradflow_checkpoint(checkpoint, where: str) -> dict:
+    """A gradflow checkpoint whose fields are all sound (else one DataError naming ``where``)."""
+    check_run_checkpoint(checkpoint, where, GRADFLOW_KIND, GRADFLOW_VERSION, "gradflow", GRADFLOW_FIELDS,
+                         ("config", "current", "flows", "initialization", "model", "optimizer", "rng", "step",
+                          "elapsed"))
+    cells, flows = checkpoint["config"]["cells"], checkpoint["flows"]
+    if checkpoint["current"] not in cells or not isinstance(flows, dict) or not set(flows) <= set(cells) \
+            or checkpoint["current"] in flows:
+        raise DataError(f"{where} is damaged: its cells {checkpoint['current']!r} and {sorted(flows)!r} are not "
+                        f"among {cells}")
+    for norms in [checkpoint["initialization"]] + [f.get(p) for f in flows.values() if isinstance(f, dict)
+                                                  for p in ("initialization", "trained")]:
+        if not isinstance(norms, dict) or not norms or not all(
+                k in ("h", "c") and isinstance(v, np.ndarray) and v.ndim == 1 and np.isfinite(v).all()
+                for k, v in norms.items()):
+            raise DataError(f"{where} is damaged: a cell's gradient norms are malformed")
+    for flow in flows.values():
+        if not isinstance(flow.get("training"), dict):
+            raise DataError(f"{where} is damaged: a finished cell lacks its training")
+    return checkpoint
 
 
 def add_commands(commands) -> None:
@@ -431,5 +511,7 @@ def add_commands(commands) -> None:
     p.add_argument("--minutes", type=positive_float, help="at most this much training per cell")
     p.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (1 as Keras)")
     p.add_argument("--out", metavar="DIR", help="output folder (without it: runs/gradflow-TASK-TT)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (or from DIR/checkpoint.safetensors): "
+                   "the cell under way, then the rest")
     describe_defaults(p, GRADFLOW_DEFAULTS)
     p.set_defaults(handler=cmd_gradflow)
