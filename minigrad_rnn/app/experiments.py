@@ -38,9 +38,9 @@ from .options import (
     nonnegative_float, nonnegative_int, positive_float, positive_int, size,
 )
 from .runs import (
-    EXIT_INTERRUPTED, GATES, Budget, MetricsFile, TrainingLoop, check_memory, check_run_checkpoint, duration,
-    load_checkpoint, plot_curves, prepare_out_dir, recurrent_parameters, resolve_config, resumed_config, say,
-    write_json,
+    EXIT_INTERRUPTED, GATES, Budget, MetricsFile, TrainingLoop, TrainingState, check_memory, check_run_checkpoint,
+    duration, load_checkpoint, plot_curves, prepare_out_dir, recurrent_parameters, resolve_config, restore,
+    resumed_config, say, write_json,
 )
 
 # Defaults of `experiment`: the LSTM solves the adding problem at T = 100 in about 3 minutes here.
@@ -175,7 +175,7 @@ class SequenceModel(nn.Module):
         return self.head(out)
 
 
-class TaskRun:
+class TaskRun(TrainingState):
     """Training one cell on a task, with a fixed test set drawn from its own seed.
 
     ``config``: task, cell, seq_len, hidden_size, batch_size, lr, optimizer,
@@ -210,15 +210,7 @@ class TaskRun:
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (model, optimizer, generator, step), for ``minigrad.save``."""
         return {"kind": EXPERIMENT_KIND, "version": EXPERIMENT_VERSION, "config": dict(self.config),
-                "model": dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict(),
-                "rng": self.rng.bit_generator.state, "step": self.step}
-
-    def load_state_dict(self, checkpoint: dict):
-        """Restore a position saved by :meth:`state_dict` (KeyError, TypeError or ValueError if damaged)."""
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.rng.bit_generator.state = checkpoint["rng"]
-        self.step = checkpoint["step"]
+                **super().state_dict()}
 
     def test_loss(self) -> float:
         """The task's loss on the fixed test set."""
@@ -317,10 +309,7 @@ def cmd_experiment(args) -> int:
                  f"the {config['cell'].upper()} of hidden size {H}")
     run = TaskRun(config)
     if checkpoint is not None:
-        try:
-            run.load_state_dict(checkpoint)
-        except (KeyError, TypeError, ValueError) as e:
-            raise CommandError(f"the checkpoint in {out} is damaged or does not match its config: {e}") from None
+        restore(run, checkpoint, out)
     prepare_out_dir(out, fresh=checkpoint is None)
     task = run.task
     write_json(out / "config.json", config)

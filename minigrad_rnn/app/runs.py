@@ -292,6 +292,30 @@ def load_checkpoint(path: str | Path, check) -> tuple[dict, Path]:
     return check(checkpoint, str(file)), file
 
 
+class TrainingState:
+    """What a run that trains ``self.model`` with ``self.optimizer`` on draws from ``self.rng``, ``self.step``
+    steps in, needs to continue exactly: its part of a checkpoint."""
+
+    def state_dict(self) -> dict:
+        return {"model": dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict(),
+                "rng": self.rng.bit_generator.state, "step": self.step}
+
+    def load_state_dict(self, checkpoint: dict):
+        """Restore what :meth:`state_dict` saved (KeyError, TypeError or ValueError if damaged)."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.rng.bit_generator.state = checkpoint["rng"]
+        self.step = checkpoint["step"]
+
+
+def restore(run, checkpoint: dict, out: Path) -> None:
+    """``run.load_state_dict(checkpoint)``, a damaged or mismatched checkpoint one CommandError."""
+    try:
+        run.load_state_dict(checkpoint)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CommandError(f"the checkpoint in {out} is damaged or does not match its config: {e}") from None
+
+
 def check_run_checkpoint(checkpoint, where: str, kind: str, version: int, description: str, config_fields: dict,
                          keys=("config", "model", "optimizer", "rng", "step", "elapsed")) -> dict:
     """``checkpoint`` if it is a complete checkpoint of this ``kind`` and ``version`` whose config,

@@ -40,8 +40,8 @@ from .options import (
 )
 from .runs import (
     EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, check_checkpoint_header, check_config, check_run_checkpoint,
-    check_weights, duration, load_checkpoint, plot_curves, prepare_out_dir, resolve_config, resumed_config, say,
-    text_digest, write_json,
+    check_weights, duration, load_checkpoint, plot_curves, prepare_out_dir, resolve_config, restore, resumed_config,
+    say, text_digest, write_json,
 )
 from .vocab import Vocabulary
 
@@ -334,10 +334,7 @@ def cmd_tag_train(args) -> int:
         raise CommandError(f"{config['data']}: {e}") from None
     run = TaggerTrainer(config, train)
     if checkpoint is not None:
-        try:
-            run.load_state_dict(checkpoint)
-        except (KeyError, TypeError, ValueError) as e:
-            raise CommandError(f"the checkpoint in {out} is damaged or does not match its config: {e}") from None
+        restore(run, checkpoint, out)
     prepare_out_dir(out, fresh=checkpoint is None)
     write_json(out / "config.json", config)
     n_words = sum(len(s.words) for s in train)

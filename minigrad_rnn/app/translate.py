@@ -26,8 +26,8 @@ from ..seq2seq import Seq2Seq
 from .errors import CommandError, DataError
 from .options import add_common_options, describe_defaults, make_optimizer, positive_float, positive_int, size
 from .runs import (
-    EXIT_INTERRUPTED, FIELDS, Budget, MetricsFile, TrainingLoop, check_run_checkpoint, duration, load_checkpoint,
-    plot_curves, prepare_out_dir, resolve_config, resumed_config, say, write_json,
+    EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, TrainingState, check_run_checkpoint, duration,
+    load_checkpoint, plot_curves, prepare_out_dir, resolve_config, restore, resumed_config, say, write_json,
 )
 
 DIGITS, PAD, BOS, EOS = 10, 10, 11, 12
@@ -93,7 +93,7 @@ def exact_match(model: Seq2Seq, strings: list, beam_width: int = 1) -> float:
     return float(np.mean([out == list(s[::-1]) for out, s in zip(outputs, strings)]))
 
 
-class TranslateRun:
+class TranslateRun(TrainingState):
     """One model (attention kind, or "none") trained on the reversal task, with its held-out set."""
 
     def __init__(self, config: dict, attention: str):
@@ -106,18 +106,6 @@ class TranslateRun:
         self.optimizer = make_optimizer("adam", self.model.parameters(), config["lr"])
         self.test = self.task.test_set(config["seed"], config["test_per_length"])
         self.step = 0
-
-    def state_dict(self) -> dict:
-        """The model under way: weights, optimizer, generator and step, for a checkpoint."""
-        return {"model": dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict(),
-                "rng": self.rng.bit_generator.state, "step": self.step}
-
-    def load_state_dict(self, checkpoint: dict):
-        """Restore what :meth:`state_dict` saved (KeyError, TypeError or ValueError if damaged)."""
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.rng.bit_generator.state = checkpoint["rng"]
-        self.step = checkpoint["step"]
 
     def train_step(self) -> float:
         """One Adam update on a fresh batch (teacher forcing, gradient norm clipped to 1); returns its loss."""
@@ -199,10 +187,7 @@ def cmd_translate(args) -> int:
         run, accuracy = TranslateRun(config, attention), 0.0
         resumed = checkpoint is not None and checkpoint["current"] == attention
         if resumed:
-            try:
-                run.load_state_dict(checkpoint)
-            except (KeyError, TypeError, ValueError) as e:
-                raise CommandError(f"the checkpoint in {out} is damaged or does not match its config: {e}") from None
+            restore(run, checkpoint, out)
         loop = TrainingLoop(Budget(config["steps"], config["minutes"]), config["eval_every"], attention, step=run.step,
                             elapsed=float(checkpoint["elapsed"]) if resumed else 0.0, total=config["steps"],
                             parameters=run.model.parameters())
