@@ -194,7 +194,7 @@ def test_an_experiment_resumes_bit_for_bit(tmp_path, capsys):
         assert {"config.json", "metrics.csv", "checkpoint.safetensors", "results.json"} <= set(
             os.listdir(tmp_path / run))
     assert main(["experiment", "copy", "--resume", str(tmp_path / "split")]) == 1
-    assert "is a run of the adding task, not of copy" in capsys.readouterr().err
+    assert "is of the adding task, not of copy" in capsys.readouterr().err
     assert main(["experiment", "adding", "--resume", str(tmp_path / "split"), "--hidden-size", "8"]) == 1
     assert "--hidden-size cannot change when resuming" in capsys.readouterr().err
 

@@ -30,7 +30,7 @@ from ..utils import detach_state, evaluating
 from .corpus import TBPTTBatches, default_corpus_text, eval_batches, load_text, split_corpus
 from .errors import CommandError, DataError
 from .options import (
-    CELLS, OPTIMIZERS, add_common_options, describe_defaults, dropout_probability, make_optimizer, nonnegative_float,
+    CELLS, OPTIMIZERS, add_common_options, add_run_folder_options, describe_defaults, dropout_probability, make_optimizer, nonnegative_float,
     nonnegative_int, positive_float, positive_int, size,
 )
 from .runs import (
@@ -468,9 +468,7 @@ def add_commands(commands) -> None:
     p.add_argument("--eval-every", type=positive_int, help="validate and checkpoint every N steps")
     p.add_argument("--sample-every", type=nonnegative_int, help="show a sample every N steps (0: never)")
     p.add_argument("--sample-length", type=positive_int, help="characters per sample shown while training")
-    p.add_argument("--out", metavar="DIR", help="output folder (without it: runs/charlm-DATE-TIME)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (or from DIR/checkpoint.safetensors) "
-                   "exactly where it stopped")
+    add_run_folder_options(p, "without it: runs/charlm-DATE-TIME")
     describe_defaults(p, BUILTIN_DEFAULTS, TRAIN_DEFAULTS, "with --data")
     p.set_defaults(handler=cmd_train)
 

@@ -34,13 +34,12 @@ from minigrad.nn.utils import clip_grad_norm_
 from . import translate
 from .errors import CommandError, DataError
 from .options import (
-    CELLS, OPTIMIZERS, add_common_options, cell_list, describe_defaults, finite_float, make_optimizer,
+    CELLS, OPTIMIZERS, add_common_options, add_run_folder_options, cell_list, describe_defaults, finite_float, make_optimizer,
     nonnegative_float, nonnegative_int, positive_float, positive_int, size,
 )
 from .runs import (
     EXIT_INTERRUPTED, GATES, Budget, MetricsFile, TrainingLoop, TrainingState, check_memory, check_run_checkpoint,
-    duration, load_checkpoint, plot_curves, prepare_out_dir, recurrent_parameters, resolve_config, restore,
-    resumed_config, say, write_json,
+    duration, new_or_resumed, plot_curves, prepare_out_dir, recurrent_parameters, restore, say, write_json,
 )
 
 # Defaults of `experiment`: the LSTM solves the adding problem at T = 100 in about 3 minutes here.
@@ -291,17 +290,12 @@ def gradient_flow(config: dict, resume: dict | None = None, metrics: MetricsFile
 def cmd_experiment(args) -> int:
     """Train one cell on the adding or copy task and compare its test loss with the baseline
     (the translate task is a module of its own: :func:`translate.cmd_translate`); ``--resume`` continues one."""
-    checkpoint = None
-    if args.resume:
-        checkpoint, file = load_checkpoint(args.resume, _check_experiment_checkpoint)
-        out = file.parent
-        if checkpoint["config"]["task"] != args.task:
-            raise CommandError(f"{file} is a run of the {checkpoint['config']['task']} task, not of {args.task}")
-        config = resumed_config(args, checkpoint["config"], out, EXPERIMENT_DEFAULTS)
-    else:
-        config, _ = resolve_config(args, EXPERIMENT_DEFAULTS)
+    config, out, checkpoint = new_or_resumed(args, EXPERIMENT_DEFAULTS, _check_experiment_checkpoint,
+                                             lambda c: f"runs/{args.task}-{c['cell']}-T{c['seq_len']}")
+    if checkpoint is None:
         config["task"] = args.task
-        out = Path(args.out or f"runs/{args.task}-{config['cell']}-T{config['seq_len']}")
+    elif config["task"] != args.task:
+        raise CommandError(f"the run in {out} is of the {config['task']} task, not of {args.task}")
     _check_seq_len(args.task, config["seq_len"])
     task_class, H = TASKS[args.task], config["hidden_size"]
     check_memory(recurrent_parameters(config["cell"], task_class.input_size, H) + (H + 1) * task_class.output_size,
@@ -366,14 +360,8 @@ def cmd_gradflow(args) -> int:
     """|dL/dh_t| (and the LSTM's |dL/dc_t|) against t for each cell, at initialization and after training
     until it solves the task or its budget ends.  The cells train one after the other; ``--resume``
     continues the one under way, then the rest."""
-    checkpoint = None
-    if args.resume:
-        checkpoint, file = load_checkpoint(args.resume, _check_gradflow_checkpoint)
-        out = file.parent
-        config = resumed_config(args, checkpoint["config"], out, GRADFLOW_DEFAULTS)
-    else:
-        config, _ = resolve_config(args, GRADFLOW_DEFAULTS)
-        out = Path(args.out or f"runs/gradflow-{config['task']}-T{config['seq_len']}")
+    config, out, checkpoint = new_or_resumed(args, GRADFLOW_DEFAULTS, _check_gradflow_checkpoint,
+                                             lambda c: f"runs/gradflow-{c['task']}-T{c['seq_len']}")
     _check_seq_len(config["task"], config["seq_len"])
     prepare_out_dir(out, fresh=checkpoint is None)
     write_json(out / "config.json", config)
@@ -484,9 +472,7 @@ def add_commands(commands) -> None:
         sp.add_argument("--eval-every", type=positive_int, help="test every N steps")
         sp.add_argument("--test-size", type=size, help="test sequences")
         sp.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (1 as Keras)")
-        sp.add_argument("--out", metavar="DIR", help=f"output folder (without it: runs/{name}-CELL-TT)")
-        sp.add_argument("--resume", metavar="DIR", help="continue the run in DIR (or from DIR/checkpoint.safetensors) "
-                        "exactly where it stopped")
+        add_run_folder_options(sp, f"without it: runs/{name}-CELL-TT")
         describe_defaults(sp, EXPERIMENT_DEFAULTS)
         sp.set_defaults(handler=cmd_experiment)
     translate.add_command(tasks)
@@ -499,8 +485,6 @@ def add_commands(commands) -> None:
     p.add_argument("--steps", type=nonnegative_int, help="at most this many training steps per cell")
     p.add_argument("--minutes", type=positive_float, help="at most this much training per cell")
     p.add_argument("--forget-bias", type=finite_float, help="initial LSTM forget-gate bias (1 as Keras)")
-    p.add_argument("--out", metavar="DIR", help="output folder (without it: runs/gradflow-TASK-TT)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (or from DIR/checkpoint.safetensors): "
-                   "the cell under way, then the rest")
+    add_run_folder_options(p, "without it: runs/gradflow-TASK-TT", "from the cell under way, then the rest")
     describe_defaults(p, GRADFLOW_DEFAULTS)
     p.set_defaults(handler=cmd_gradflow)

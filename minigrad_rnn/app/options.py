@@ -69,6 +69,13 @@ def add_common_options(p, *, cell=True):
     p.add_argument("--dtype", choices=["float32", "float64"], help="floating-point type")
 
 
+def add_run_folder_options(p, out: str, continues: str = "exactly where it stopped") -> None:
+    """``--out`` (``out`` says what happens without it) and ``--resume``, as every training task has them."""
+    p.add_argument("--out", metavar="DIR", help=f"output folder, new or empty ({out})")
+    p.add_argument("--resume", metavar="DIR",
+                   help=f"continue the run in DIR (or from DIR/checkpoint.safetensors) {continues}")
+
+
 def show_default(value) -> str:
     """A default as its option would be typed: 0.002, 10, additive,none."""
     if isinstance(value, float):

@@ -354,6 +354,17 @@ def resumed_config(args, saved: dict, out: Path, defaults: dict, run_options=("s
     return config
 
 
+def new_or_resumed(args, defaults: dict, check, default_out) -> tuple[dict, Path, dict | None]:
+    """(config, output folder, checkpoint) of a run: resumed from ``args.resume`` (a folder or its
+    checkpoint file, checked by ``check``), or new from the options, in ``args.out`` or
+    ``default_out(config)``; the checkpoint is None for a new run."""
+    if args.resume:
+        checkpoint, file = load_checkpoint(args.resume, check)
+        return resumed_config(args, checkpoint["config"], file.parent, defaults), file.parent, checkpoint
+    config, _ = resolve_config(args, defaults)
+    return config, Path(args.out or default_out(config)), None
+
+
 def check_checkpoint_header(checkpoint, where: str, kind: str, version: int, description: str) -> dict:
     """``checkpoint`` if it is a dict of this ``kind`` and ``version`` (as ``minigrad.load`` gave it),
     else a one-line DataError naming ``where`` (the file) and what it holds instead."""

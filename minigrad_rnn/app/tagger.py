@@ -35,7 +35,7 @@ from .conllu import (
 from .corpus import load_text
 from .errors import CommandError, DataError, UsageError
 from .options import (
-    add_common_options, describe_defaults, dropout_probability, nonnegative_float, open_fraction, positive_float,
+    add_common_options, add_run_folder_options, describe_defaults, dropout_probability, nonnegative_float, open_fraction, positive_float,
     positive_int, size,
 )
 from .runs import (
@@ -460,9 +460,7 @@ def add_commands(commands) -> None:
     tag_commands = tag.add_subparsers(dest="tag_command", required=True, metavar="ACTION")
     p = tag_commands.add_parser("train", help="train a BiLSTM tagger on a CoNLL-U file")
     p.add_argument("--data", metavar="FILE", help="CoNLL-U file (needed unless --resume)")
-    p.add_argument("--out", metavar="DIR", help="output folder (needed unless --resume)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (or from DIR/checkpoint.safetensors) "
-                   "exactly where it stopped")
+    add_run_folder_options(p, "needed unless --resume")
     p.add_argument("--valid-fraction", type=open_fraction, help="sentences held out for validation")
     add_common_options(p, cell=False)
     p.add_argument("--word-size", type=size, help="word embedding size")

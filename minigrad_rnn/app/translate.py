@@ -24,10 +24,12 @@ from minigrad.nn.utils import clip_grad_norm_
 
 from ..seq2seq import Seq2Seq
 from .errors import CommandError, DataError
-from .options import add_common_options, describe_defaults, make_optimizer, positive_float, positive_int, size
+from .options import (
+    add_common_options, add_run_folder_options, describe_defaults, make_optimizer, positive_float, positive_int, size,
+)
 from .runs import (
     EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, TrainingState, check_run_checkpoint, duration,
-    load_checkpoint, plot_curves, prepare_out_dir, resolve_config, restore, resumed_config, say, write_json,
+    new_or_resumed, plot_curves, prepare_out_dir, restore, say, write_json,
 )
 
 DIGITS, PAD, BOS, EOS = 10, 10, 11, 12
@@ -159,14 +161,8 @@ def alignment_figure(path: Path, model: Seq2Seq, strings: list, attention: str =
 def cmd_translate(args) -> int:
     """Train the reversal task with and without attention; accuracy against length, and alignments.
     The models train one after the other; ``--resume`` continues the one under way, then the rest."""
-    checkpoint = None
-    if args.resume:
-        checkpoint, file = load_checkpoint(args.resume, _check_checkpoint)
-        out = file.parent
-        config = resumed_config(args, checkpoint["config"], out, TRANSLATE_DEFAULTS)
-    else:
-        config, _ = resolve_config(args, TRANSLATE_DEFAULTS)
-        out = Path(args.out or f"runs/translate-L{config['max_len']}")
+    config, out, checkpoint = new_or_resumed(args, TRANSLATE_DEFAULTS, _check_checkpoint,
+                                             lambda c: f"runs/translate-L{c['max_len']}")
     task = ReversalTask(config["max_len"])
     prepare_out_dir(out, fresh=checkpoint is None)
     write_json(out / "config.json", config)
@@ -284,8 +280,6 @@ def add_command(tasks) -> None:
     p.add_argument("--steps", type=positive_int, help="training steps per model; without it, until --minutes end")
     p.add_argument("--minutes", type=positive_float, help="training time per model")
     p.add_argument("--eval-every", type=positive_int, help="test every N steps")
-    p.add_argument("--out", metavar="DIR", help="output folder (without it: runs/translate-LN)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (or from DIR/checkpoint.safetensors): "
-                   "the model under way, then the rest")
+    add_run_folder_options(p, "without it: runs/translate-LN", "from the model under way, then the rest")
     describe_defaults(p, TRANSLATE_DEFAULTS)
     p.set_defaults(handler=cmd_translate)
