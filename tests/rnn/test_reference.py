@@ -11,7 +11,7 @@ import pytest
 import minigrad as mg
 import minigrad_rnn as mr
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "torch_rnn"
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "torch_rnn"
 CASES = sorted(p.stem for p in REFERENCE.glob("*.npz")) or ["<none>"]
 TOL = 1e-8
 

@@ -25,7 +25,7 @@ MAKERS = {
 
 @pytest.mark.parametrize("name", sorted(MAKERS))
 def test_every_built_in_and_example_cell_passes_the_kit(name):
-    # The built-ins' gradients are checked element by element in test_rnn_gradcheck; here one direction is enough.
+    # The built-ins' gradients are checked element by element in tests/rnn/test_gradcheck.py; here one direction is enough.
     assert check_cell(MAKERS[name], fast_mode=name not in ("peephole", "layernorm", "indrnn"))
 
 
