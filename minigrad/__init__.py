@@ -15,7 +15,8 @@ transforms: grad, vjp, jvp by forward mode, Jacobians, Hessians), ``optim``, ``s
 ``testing`` (gradcheck and Hypothesis strategies; imported on demand).
 """
 from . import extend, ops  # noqa: F401  (ops binds the operators and methods onto Tensor)
-from .autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad, tape
+from .modes import detect_anomaly, enable_grad, is_grad_enabled, no_grad
+from .entries import tape
 from .memory import retain_freed_memory
 from .ops import (
     abs, add, addmm, astype, broadcast_to, chunk, clip, concatenate, div, exp, expand_dims, flip, log, matmul,

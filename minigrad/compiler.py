@@ -17,7 +17,7 @@ the same program (a guard against anything that changes from step to step).
 
 While a step is traced, reading a tensor's values into Python (``bool(t)``, ``t.item()``,
 ``t.data``, ``np.asarray(t)``, ``t > 0``) or changing a tensor in place raises
-:class:`~minigrad.autograd.TraceError`: one program follows one path through Python control
+:class:`~minigrad.modes.TraceError`: one program follows one path through Python control
 flow and repeats no side effect (JAX's tracers refuse the same way); :func:`scan` then runs
 the loop eagerly, with a warning naming the line.
 """
@@ -37,8 +37,8 @@ import weakref
 import numpy as np
 
 from . import _kernels as K
-from . import autograd, ops
-from .autograd import MODE, TraceError
+from . import autograd, entries, modes, ops
+from .modes import MODE, TraceError
 from .extend import Op, defvjp, defvjp_argnum, primitive, trust
 from .tensor import DonatedArray, Tensor
 
@@ -518,7 +518,7 @@ def trace(fn, args: list, structure, requires_grad: list, standins: list | None 
         standins = [Tensor._from_array(a) for a in args]
         for t in standins:
             t._requires_grad = True
-    start = next(autograd._ENTRY_INDEX)
+    start = next(entries.ENTRY_INDEX)
     previous = MODE.get()
     MODE.set(previous.replace(grad_enabled=True, tracing=True))
     try:
@@ -683,7 +683,7 @@ def _trace_backward(outputs, wrt, inputs):
     seeds = [Tensor._from_array(np.zeros(t.shape, t.dtype)) for t in outputs]
     for g in seeds:
         g._requires_grad = True
-    start = next(autograd._ENTRY_INDEX)
+    start = next(entries.ENTRY_INDEX)
     live = [k for k, t in enumerate(outputs) if t._requires_grad and t.dtype.kind == "f"]
     if not live or not wrt:
         return [None] * len(wrt), seeds, start
@@ -1357,7 +1357,7 @@ class _Loop(_Run):
         A donated xs is recomputed from its tape entries, its array holding the loop's stacks now."""
         nc = self.n_carry
         carry, ys = list(self.carry_tensors), [[None] * shape[0] for shape in self.out_shapes[nc:]]
-        xs = [_recompute(x, autograd._owner(x._data)) if k in self.donated else x for k, x in enumerate(self.x_tensors)]
+        xs = [_recompute(x, entries.owner(x._data)) if k in self.donated else x for k, x in enumerate(self.x_tensors)]
         for t in self.times:
             env = dict(zip(self.program.parts.input_names, carry + [x[t] for x in xs] + self.captured))
             results = _interpret(self.program, env)
@@ -1427,16 +1427,18 @@ def _masked_step(mask, carry, new_carry, y):
     return new_carry, unflatten(y_structure, [ops.where(_widen(mask, v.ndim), v, 0) for v in y_leaves])
 
 
-def _trace_step(step, carry_leaves, carry_structure, x_leaves, x_structure, first: int, standins=None) -> _Trace:
+def _trace_step(step, carry_leaves, carry_structure, x_leaves, x_structure, first: int, standins=None,
+                x_requires=None) -> _Trace:
     """Trace ``step(carry, xs[first])``: the program of one step of :func:`scan` (on ``standins``
-    for the carry leaves and x_t, if given: then the trace is that step's real graph)."""
+    for the carry leaves and x_t, if given: then the trace is that step's real graph; ``x_requires``
+    then says which leaves of xs require grad, as the first step's trace read them)."""
     def body(*leaves):
         carry = unflatten(carry_structure, list(leaves[:len(carry_leaves)]))
         new_carry, y = step(carry, unflatten(x_structure, list(leaves[len(carry_leaves):])))
         return _in_order_of(new_carry, carry_structure), y
 
     args = None if standins is not None else [c._data for c in carry_leaves] + [x._data[first] for x in x_leaves]
-    requires = [True] * len(carry_leaves) + [x._requires_grad for x in x_leaves]
+    requires = [True] * len(carry_leaves) + (x_requires or [x._requires_grad for x in x_leaves])
     tr = trace(body, args, (tuple, ((len(carry_leaves), carry_structure), (len(x_leaves), x_structure))), requires,
                standins)
     out_carry, _ = unflatten(tr.out_structure, tr.outputs)
@@ -1516,7 +1518,7 @@ def refuse_donated(tensors, where: str):
         RuntimeError: naming ``where`` and the tensor's shape.
     """
     for t in tensors:
-        owner = autograd._owner(t._data)
+        owner = entries.owner(t._data)
         if _DONATED.get(id(owner)) is owner:
             raise RuntimeError(
                 f"{where}: a tensor of shape {t.shape} was donated to an earlier compiled loop, which wrote its "
@@ -1534,7 +1536,7 @@ def _donate(over_xs: dict, stacks: list, x_leaves: list, others: list) -> list:
                 not any(np.may_share_memory(x, other) for other in others + [y._data for y in x_leaves] if other is not x):
             stacks[s] = x
             donated.append(k)
-            _DONATED[id(autograd._owner(x))] = autograd._owner(x)
+            _DONATED[id(entries.owner(x))] = entries.owner(x)
     return donated
 
 
@@ -1543,7 +1545,7 @@ def donatable(t: Tensor, made_after: int = -1) -> bool:
     get it back: its values were made by recorded ops, each newer than the tape entry index
     ``made_after``, whose VJP rules read none of them (:func:`minigrad.extend.saves`).  A leaf, a
     view of one, or memory an op saved for its backward is not donatable."""
-    return _made_by_ops(t, autograd._owner(t._data), made_after)
+    return _made_by_ops(t, entries.owner(t._data), made_after)
 
 
 def _made_by_ops(t: Tensor, memory: np.ndarray, made_after: int) -> bool:
@@ -1684,14 +1686,14 @@ def _compiled_scan(step, carry_leaves, carry_structure, x_leaves, x_structure, r
     leaves = _record(SCAN, run, tuple(carry_leaves) + tuple(x_leaves) + tuple(tr.captured), differentiate)
     try:
         return _last_step(step, leaves[:nc], carry_structure, x_last, x_structure, times[-1], masks, leaves[nc:],
-                          differentiate, tr)
+                          differentiate, tr, [x._requires_grad for x in x_leaves])
     except TraceError as error:
-        error.xs = [_recompute(x, autograd._owner(x._data)) if k in donated else x for k, x in enumerate(x_leaves)]
+        error.xs = [_recompute(x, entries.owner(x._data)) if k in donated else x for k, x in enumerate(x_leaves)]
         raise
 
 
 def _last_step(step, carry_leaves, carry_structure, x_t, x_structure, t: int, masks, ys, differentiate: bool,
-               first):
+               first, x_requires):
     """Step ``t`` traced on the tape from ``carry_leaves`` and ``x_t`` (the xs leaves at t): the final
     carry, and ys with its y as row t.
 
@@ -1699,7 +1701,7 @@ def _last_step(step, carry_leaves, carry_structure, x_t, x_structure, t: int, ma
     ``first``: the first step's trace, whose program this one must record too.
     """
     standins = [v if v._requires_grad else _leaf_requiring_grad(v._data) for v in list(carry_leaves) + x_t]
-    tr = _trace_step(step, carry_leaves, carry_structure, x_t, x_structure, t, standins)
+    tr = _trace_step(step, carry_leaves, carry_structure, x_t, x_structure, t, standins, x_requires)
     if first is not None:
         check_same_program(first, tr, "the step")
     outputs = tr.outputs if differentiate else [Tensor._from_array(o._data) for o in tr.outputs]
@@ -1791,7 +1793,7 @@ class Compiled:
         if not mode.grad_enabled or mode.anomaly or mode.tracing or mode.forward:
             return self.fn(*args)
         leaves, structure = flatten(list(args))
-        start = next(autograd._ENTRY_INDEX)
+        start = next(entries.ENTRY_INDEX)
         result = self.fn(*args)
         tr = self._read(leaves, result, start, structure)
         program = None if tr is None else self._program(tr)
@@ -1815,14 +1817,13 @@ class Compiled:
                 or outputs[0].dtype.kind != "f" or len(set(outputs)) != len(outputs) or len(set(leaves)) != len(leaves):
             return None
         tr = read_tape(leaves, result, start, structure, [t._requires_grad for t in leaves])
-        returned = set(outputs)
         for t in tr.order:
             entry = t._entry
             if t._hooks or t._retains_grad or "run" in entry.params:  # a hook, or a compiled run inside
                 return None
-            if entry.clock != autograd.CLOCK.tick:
+            if entry.clock != entries.CLOCK.tick:
                 try:
-                    autograd._check_versions(t, entry)
+                    entries.check_versions(t, entry)
                 except RuntimeError:
                     return None  # backward refuses it, as it refuses eager's graph
         if any(t._entry is None or t._entry.index < start for t in outputs) or _an_output_feeds_another(outputs, start):
@@ -1850,8 +1851,8 @@ class Compiled:
         """The generated forward and backward programs for a call with ``args`` (``fn`` runs once
         for it); empty where that call keeps its eager graph."""
         leaves, structure = flatten(list(args))
-        with autograd.enable_grad():
-            start = next(autograd._ENTRY_INDEX)
+        with modes.enable_grad():
+            start = next(entries.ENTRY_INDEX)
             tr = self._read(leaves, self.fn(*args), start, structure)
         program = None if tr is None else self._program(tr)
         return "" if program is None else program.source()

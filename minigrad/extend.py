@@ -202,16 +202,23 @@ class _ArgnumVJPs:
         return argnum_vjp
 
 
-def _sum_to(g: Tensor, shape) -> Tensor:
-    from .ops import sum_to  # ops.py builds on this module
+# The op table's sum_to and broadcast_to, with which a broadcasting op's rules sum back to each
+# input's shape, differentiably: ops.py, which builds on this module, hands them over when it has
+# defined them (set_broadcasting_ops), so that this module imports nothing of it.
+_BROADCASTING = {}
 
-    return sum_to(g, shape)
+
+def set_broadcasting_ops(sum_to, broadcast_to) -> None:
+    """Give the rules of broadcasting ops the ``sum_to`` and ``broadcast_to`` ops (ops.py does, once)."""
+    _BROADCASTING.update(sum_to=sum_to, broadcast_to=broadcast_to)
+
+
+def _sum_to(g: Tensor, shape) -> Tensor:
+    return _BROADCASTING["sum_to"](g, shape)
 
 
 def _broadcast_to(t: Tensor, shape) -> Tensor:
-    from .ops import broadcast_to
-
-    return broadcast_to(t, shape)
+    return _BROADCASTING["broadcast_to"](t, shape)
 
 
 def trust(op: Op) -> Op:

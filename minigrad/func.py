@@ -1,7 +1,7 @@
 """Function transforms with ``torch.func``'s names and signatures: grad, vjp, jvp, Jacobians, Hessians.
 
 ``jvp`` is real forward mode: the tangents are pushed through each op by its JVP rule, in the same
-pass as the primal values and with no tape (see :class:`minigrad.autograd.ForwardLevel`).  The
+pass as the primal values and with no tape (see :class:`minigrad.ForwardLevel`).  The
 reverse-mode transforms run :func:`minigrad.grad`.  All of them compose (``grad(grad(f))``,
 ``jacfwd(jacrev(f))``, ``jvp`` of a ``grad``), because every rule is written with minigrad ops.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import autograd, ops
-from .autograd import MODE, ForwardLevel
+from .modes import MODE, ForwardLevel
 from .compiler import flatten, unflatten
 from .tensor import Tensor
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import ops
 from ._checks import check_probability
-from .autograd import MODE
+from .modes import MODE
 from .extend import defjvp, defvjp, primitive
 from .tensor import Tensor, _rng, as_operand
 

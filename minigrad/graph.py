@@ -18,8 +18,8 @@ import os
 
 import numpy as np
 
-from . import autograd
-from .autograd import tape
+from . import entries
+from .entries import tape
 from .tensor import Tensor
 
 __all__ = ["to_dot", "draw", "cluster_calls"]
@@ -42,11 +42,11 @@ def cluster_calls(obj, method: str = "step", label: str = "t={}"):
     clusters, inner = [], getattr(obj, method)
 
     def wrapped(*args, **kwargs):
-        first = next(autograd._ENTRY_INDEX)
+        first = next(entries.ENTRY_INDEX)
         try:
             return inner(*args, **kwargs)
         finally:
-            clusters.append((label.format(len(clusters)), first, next(autograd._ENTRY_INDEX)))
+            clusters.append((label.format(len(clusters)), first, next(entries.ENTRY_INDEX)))
 
     setattr(obj, method, wrapped)
     try:

@@ -25,8 +25,8 @@ import numbers
 import numpy as np
 
 from . import _kernels as K
-from .extend import Op, defjvp, defjvp_argnums, defvjp, defvjp_argnum, primitive, saves, trust
-from .autograd import refuse_value_read
+from .extend import Op, defjvp, defjvp_argnums, defvjp, defvjp_argnum, primitive, saves, set_broadcasting_ops, trust
+from .modes import refuse_value_read
 from .tensor import Tensor, as_operand
 
 _const = Tensor._from_array  # a constant tensor around an array
@@ -227,6 +227,9 @@ def broadcast_to(x, shape) -> Tensor:
     except ValueError:
         raise ValueError(f"broadcast_to: cannot broadcast a tensor of shape {x.shape} to shape {shape}") from None
     return _record(BROADCAST_TO, data, (x,), {"shape": shape})
+
+
+set_broadcasting_ops(sum_to, broadcast_to)
 
 
 # ----------------------------------------------------------------------------- matmul

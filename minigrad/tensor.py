@@ -5,8 +5,9 @@ import numbers
 
 import numpy as np
 
-from . import autograd
-from .autograd import CLOCK, MODE, TapeEntry, _NO_PARAMS, refuse_value_read
+from . import entries, modes
+from .entries import CLOCK, NO_PARAMS, TapeEntry
+from .modes import MODE, refuse_value_read
 
 _NUMERIC_KINDS = "biuf"
 
@@ -80,7 +81,7 @@ class Tensor:
         self._hooks = None
         self._retains_grad = False
         if MODE.get().tracing:  # where, for the compiler's errors (a mask drawn anew at every step)
-            self._made_at = autograd._user_frame()
+            self._made_at = modes.user_frame()
 
     # ----------------------------------------------------------------- construction fast paths
     @classmethod
@@ -97,14 +98,14 @@ class Tensor:
         return t
 
     @classmethod
-    def _from_op(cls, op, data, inputs: tuple, params: dict = _NO_PARAMS) -> "Tensor":
+    def _from_op(cls, op, data, inputs: tuple, params: dict = NO_PARAMS) -> "Tensor":
         """The output of ``op(inputs)``, recorded on the tape if any input requires grad."""
         t = cls._from_array(data)
         mode = MODE.get()
         created_at = None
         if mode.anomaly:
-            created_at = autograd._user_frame()
-            autograd.check_finite(t._data, "forward output", op.name, created_at)
+            created_at = modes.user_frame()
+            modes.check_finite(t._data, "forward output", op.name, created_at)
         if mode.grad_enabled:
             for x in inputs:
                 if x._requires_grad:
@@ -112,7 +113,7 @@ class Tensor:
                     t._entry = TapeEntry(op, inputs, params, created_at)
                     break
         if mode.forward:
-            autograd.push_tangents(t, op, inputs, params, mode.forward)
+            modes.push_tangents(t, op, inputs, params, mode.forward)
         return t
 
     # ----------------------------------------------------------------- array-like protocol
@@ -197,20 +198,7 @@ class Tensor:
     __hash__ = object.__hash__  # tensors are hashed by identity; == is elementwise
 
     # ----------------------------------------------------------------- autograd
-    def backward(self, grad=None, retain_graph: bool = False, create_graph: bool = False):
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (``torch.Tensor.backward``).
-
-        Args:
-            grad: the cotangent (same shape as self); may be omitted for a size-1 output.
-            retain_graph: keep the tape for another backward; otherwise its saved values are freed.
-            create_graph: record the backward pass too, so the gradients can be differentiated.
-
-        Raises:
-            RuntimeError: self does not require grad, or the graph was already freed.
-            ValueError: ``grad`` is missing for a non-scalar output or has the wrong shape.
-        """
-        seeds = autograd.seed_cotangents("backward", [self], None if grad is None else [grad])
-        autograd.backward_pass([self], seeds, retain_graph or create_graph, create_graph)
+    # ``backward`` is reverse mode's, which builds on this module: minigrad.autograd binds it here.
 
     def detach(self) -> "Tensor":
         """A tensor sharing this data that does not require grad (cuts the tape, as in truncated BPTT).
@@ -269,9 +257,9 @@ class Tensor:
     def _inplace(self, name: str, apply):
         mode = MODE.get()
         if mode.tracing:  # before the change: the step then runs eagerly, changing it once per step
-            raise autograd.TraceError(
+            raise modes.TraceError(
                 f"{name} changes a tensor of shape {self.shape} in place while minigrad.compile/scan traces a step "
-                f"(at {autograd._user_frame()}): one program would make the change once, not at every step")
+                f"(at {modes.user_frame()}): one program would make the change once, not at every step")
         if self._requires_grad and mode.grad_enabled:
             raise RuntimeError(
                 f"{name}: in-place change of a tensor that requires grad would corrupt its gradient; "
@@ -285,10 +273,10 @@ class Tensor:
         return self
 
     def _mark_changed(self):
-        """Record an in-place change (see ``autograd.TapeEntry.clock``), also of the memory it shares."""
+        """Record an in-place change (see ``entries.TapeEntry.clock``), also of the memory it shares."""
         CLOCK.tick += 1
         self._changed_at = CLOCK.tick
-        autograd.MEMORY.mark(self._data)
+        entries.MEMORY.mark(self._data)
 
     def add_(self, other, alpha=1):
         """In place: self += alpha * other (no grad recorded)."""

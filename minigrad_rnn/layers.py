@@ -31,9 +31,9 @@ import warnings
 
 import numpy as np
 
-from minigrad import Tensor, autograd, functional as F, ops
-from minigrad.autograd import no_grad
-from minigrad.checkpointing import _generators, checkpoint, generator_states, set_generator_states
+from minigrad import Tensor, entries, functional as F, ops
+from minigrad.modes import no_grad
+from minigrad.checkpointing import checkpoint, generator_states, set_generator_states
 from minigrad.compiler import donatable, refuse_donated, scan
 from minigrad.nn import Module, ModuleList, Parameter
 from minigrad.tensor import _rng
@@ -109,7 +109,7 @@ def _projection(cell, x: Tensor):
     """The cell's projection of ``x``, and whether the compiled loop may write over it
     (:func:`minigrad.scan`'s ``donate_xs``): only memory an op allocated during ``project``, not
     ``x``, a view of it, or a tensor the cell kept from an earlier call."""
-    mark = next(autograd._ENTRY_INDEX)  # every entry recorded from now on has a larger index
+    mark = next(entries.ENTRY_INDEX)  # every entry recorded from now on has a larger index
     projected = _project(cell, x)
     leaves = tree_leaves(projected)
     refuse_donated(leaves, f"{type(cell).__name__}.project")
@@ -143,7 +143,7 @@ def _time_loop(cell, projected: Tensor, state, masks, reverse: bool, keep_states
     if compile and not keep_states:
         steps = tree_leaves(projected)[0].shape[0]  # one step runs eagerly: no generators to look for
         final, out = scan(lambda carry, x_t: _carry_first(cell.step(x_t, carry)), state, projected,
-                          reverse=reverse, masks=masks, donate_xs=donate, generators=_generators(cell) if steps > 1 else ())
+                          reverse=reverse, masks=masks, donate_xs=donate, generators=getattr(cell, "generators", list)() if steps > 1 else ())
         return out, final, None
     outputs, final, states = _run(cell, projected, state, masks, reverse, keep_states)
     return _stack_outputs(outputs), final, states
@@ -171,7 +171,7 @@ def _checkpointed(cell, x, state, masks, reverse, compile, k):  # noqa: A002
     (one per sequence), and ``step`` draws on from where it was.  A cell whose ``project`` draws per
     step has its whole sequence projected once instead (O(T) memory, the same values).
     """
-    generators = _generators(cell)
+    generators = getattr(cell, "generators", list)()  # a cell that is no Module draws from none
     T = x.shape[0]
     starts = list(range(0, T, k))
     per_segment = not _draws_depend_on_length(cell, x, generators)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..autograd import no_grad
+from ..modes import no_grad
 from ..tensor import Tensor, _rng
 
 __all__ = ["uniform_", "normal_", "xavier_uniform_", "orthogonal_", "zeros_", "ones_", "constant_"]

@@ -16,7 +16,7 @@ import numpy as np
 from .. import functional as F
 from .. import ops
 from .._checks import check_probability, check_size, float_dtype
-from ..autograd import no_grad
+from ..modes import no_grad
 from ..tensor import Tensor, _rng, as_operand
 from . import init
 from .module import Module, Parameter

@@ -94,6 +94,16 @@ class Module:
         for _, module in self.named_modules():
             yield module
 
+    def generators(self) -> list:
+        """The ``numpy.random.Generator`` objects of this module and its descendants (dropout's masks
+        come from them), each once: what ``minigrad.checkpoint`` and a compiled loop restore."""
+        found = {}
+        for module in self.modules():
+            for value in vars(module).values():
+                if isinstance(value, np.random.Generator):
+                    found[id(value)] = value
+        return list(found.values())
+
     def named_parameters(self, prefix: str = ""):
         """(dotted name, Parameter) pairs, each parameter once, in registration order."""
         seen = set()

@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from ..autograd import enable_grad
+from ..modes import enable_grad
 from ..tensor import Tensor
 
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import csv
 import math
-import time
-from pathlib import Path
 
 import numpy as np
 

@@ -28,7 +28,7 @@ from .options import (
     add_common_options, add_run_folder_options, describe_defaults, make_optimizer, positive_float, positive_int, size,
 )
 from .runs import (
-    EXIT_INTERRUPTED, Budget, MetricsFile, TrainingLoop, TrainingState, check_run_checkpoint, duration,
+    EXIT_INTERRUPTED, FIELDS, Budget, MetricsFile, TrainingLoop, TrainingState, check_run_checkpoint, duration,
     new_or_resumed, plot_curves, prepare_out_dir, restore, say, write_json,
 )
 

@@ -463,3 +463,17 @@ def test_a_cell_through_run_cell_equals_eager_whatever_changes_between_calls(ops
         return lambda: run_cell(cell, mg.Tensor(xs, requires_grad=True), compile=compiled)[0].sum(axis=0)
 
     _run_both(make_call, ops, changes)
+
+
+def test_a_loop_under_no_grad_over_inputs_that_require_grad_compiles_without_a_warning():
+    # its last step's xs slice is made under no_grad (no tape): it must not read as another program
+    W = mg.Tensor(np.eye(3) * 0.5, requires_grad=True)
+    xs = mg.Tensor(np.random.default_rng(0).standard_normal((5, 2, 3)), requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with mg.no_grad():
+            final, ys = mg.scan(_rnn_step(W), mg.zeros(2, 3), xs)
+    eager = mg.scan(_rnn_step(W), mg.zeros(2, 3), xs, compile=False)
+    _same(final.data, eager[0].data)
+    _same(ys.data, eager[1].data)
+    assert not final.requires_grad and not ys.requires_grad

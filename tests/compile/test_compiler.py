@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minigrad as mg
-from minigrad import autograd, compiler, ops
-from minigrad.autograd import TraceError
+from minigrad import compiler, entries, ops
 from minigrad.extend import defvjp, primitive
 from minigrad.nn import Parameter
 from minigrad.testing import gradgradcheck
@@ -482,7 +481,7 @@ def test_an_lstm_writes_its_gate_activations_over_its_input_projection():
         out, _ = lstm(x)
         if compile:
             run = _loop_run(out)
-            assert run.donated == [0] and np.shares_memory(run.stacks[0], autograd._owner(run.x_tensors[0]._data))
+            assert run.donated == [0] and np.shares_memory(run.stacks[0], entries.owner(run.x_tensors[0]._data))
             assert np.all((run.stacks[0][:-1] > 0) & (run.stacks[0][:-1] < 1))  # sigmoids now (the loop's steps)
         wrt = [x, *lstm.parameters()]
         first = mg.grad((out * out).sum(), wrt, retain_graph=True)

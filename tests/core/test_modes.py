@@ -52,7 +52,7 @@ def test_a_new_thread_starts_recording_even_inside_no_grad():
         assert _in_thread(mg.is_grad_enabled) is True
         assert not mg.is_grad_enabled()
     with mg.detect_anomaly():
-        assert _in_thread(lambda: mg.autograd.MODE.get().anomaly) is False
+        assert _in_thread(lambda: mg.modes.MODE.get().anomaly) is False
 
 
 def test_blocks_of_two_threads_exited_out_of_order_leave_both_modes_right():
@@ -82,9 +82,9 @@ def test_no_grad_and_detect_anomaly_may_end_out_of_order_in_one_thread():
     grad.__enter__()
     anomaly.__enter__()
     grad.__exit__(None, None, None)  # restores only grad mode
-    assert mg.is_grad_enabled() and mg.autograd.MODE.get().anomaly
+    assert mg.is_grad_enabled() and mg.modes.MODE.get().anomaly
     anomaly.__exit__(None, None, None)
-    assert not mg.autograd.MODE.get().anomaly
+    assert not mg.modes.MODE.get().anomaly
 
 
 def test_no_grad_on_a_generator_applies_while_it_runs():

@@ -1,11 +1,11 @@
-"""minigrad.testing.recurrent: check_cell passes on every built-in and example cell, and catches a cell
+"""minigrad_rnn.testing: check_cell passes on every built-in and example cell, and catches a cell
 that reads its padding."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import minigrad as mg
-from minigrad.testing.recurrent import check_cell, layer_configs, nested_states, padded_batches
+from minigrad_rnn.testing import check_cell, layer_configs, nested_states, padded_batches
 from minigrad_rnn import LSTM, GRUCell, LSTMCell, RNNCell, run_cell
 from minigrad_rnn.cells import RecurrentCell
 from minigrad_rnn.utils import tree_leaves, tree_map
@@ -54,7 +54,7 @@ def test_padded_batches_strategy_gives_valid_batches(batch):
 
 def test_the_torch_comparison_catches_a_built_in_cell_that_computes_otherwise():
     pytest.importorskip("torch")
-    from minigrad.testing.recurrent import _check_against_torch
+    from minigrad_rnn.testing import _check_against_torch
 
     cell = GRUCell(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
     x = np.random.default_rng(1).standard_normal((4, 2, 2))
