@@ -109,14 +109,33 @@ pow = binary("pow", np.power,  # noqa: A001 - the field's name for it
              lambda g, ans, x, y: g * y * x ** exponent_less_one(x, y), lambda g, ans, x, y: g * ans * safe_log(x),
              "x ** y with NumPy broadcasting; d/dy uses log(x), taken as 0 where x <= 0.")
 maximum = binary("maximum", np.maximum,
-                 lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.less)),
-                 lambda g, ans, x, y: g * _const(K.tie_weights(y._data, x._data, np.less)),
+                 lambda g, ans, x, y: g * maximum_weights(x, y), lambda g, ans, x, y: g * maximum_weights(y, x),
                  "Elementwise maximum with broadcasting; ties split the gradient equally (a NaN gets all of it).")
 minimum = binary("minimum", np.minimum,
-                 lambda g, ans, x, y: g * _const(K.tie_weights(x._data, y._data, np.greater)),
-                 lambda g, ans, x, y: g * _const(K.tie_weights(y._data, x._data, np.greater)),
+                 lambda g, ans, x, y: g * minimum_weights(x, y), lambda g, ans, x, y: g * minimum_weights(y, x),
                  "Elementwise minimum with broadcasting; ties split the gradient equally (a NaN gets all of it).")
 neg = unary("neg", np.negative, lambda g, ans, x: -g, "-x.")
+
+
+# How much of maximum's (minimum's) cotangent goes to x: 1 where it wins, 1/2 on a tie, 0 where it
+# loses.  Masks computed from the values are ops (of derivative 0), not constants a rule makes, so
+# every rule is an expression of ops and a compiled program recomputes them (as relu_backward).
+# Zeros of a tensor's shape as an op, not a constant a rule makes: the derivative of a mask, 0 even
+# where the cotangent is inf or NaN (as PyTorch's), and a compiled program writes it like any op.
+ZEROS_LIKE = defvjp(primitive(np.zeros_like, "zeros_like", elementwise=True), lambda g, ans, x: zeros_of(g))
+defjvp(ZEROS_LIKE, lambda t, ans, x: zeros_of(t))
+
+
+def zeros_of(x: Tensor) -> Tensor:
+    """Zeros of ``x``'s shape and dtype, as an op of the tape (its derivative is 0)."""
+    return _record(ZEROS_LIKE, np.zeros_like(x._data), (x,))
+
+
+_zero = lambda g, ans, *inputs, **params: zeros_of(g)  # noqa: E731 - the derivative of a mask
+maximum_weights = binary("maximum_weights", lambda x, y: K.tie_weights(x, y, np.less), _zero, _zero,
+                         "The share of maximum's cotangent x gets: 1 where x > y, 1/2 where x == y, else 0.")
+minimum_weights = binary("minimum_weights", lambda x, y: K.tie_weights(x, y, np.greater), _zero, _zero,
+                         "The share of minimum's cotangent x gets: 1 where x < y, 1/2 where x == y, else 0.")
 
 
 # y - 1, but 1 where x == y == 0: there d(x**y)/dx = y * x**(y - 1) is 0 (as PyTorch), not 0 * inf = NaN.
@@ -142,7 +161,7 @@ relu = unary("relu", K.relu, lambda g, ans, x: relu_backward(g, x),
 # Masks computed from an input's values are ops too, not constants made inside a rule: then the
 # backward pass is all on the tape, and minigrad.compile can write it out (PyTorch's threshold_backward).
 relu_backward = binary("relu_backward", K.relu_backward,
-                       lambda gg, ans, g, x: relu_backward(gg, x), lambda gg, ans, g, x: _const(np.zeros_like(x._data)),
+                       lambda gg, ans, g, x: relu_backward(gg, x), _zero,
                        "The VJP of relu as one op: g where x > 0 (or NaN), else 0.")
 # log(x) where x > 0, else 0, for pow's d/dy, and its VJP g / x where x > 0: ops, not a mask made from
 # the values inside a rule, so pow's backward is all on the tape and compiles (as relu_backward).
@@ -152,7 +171,7 @@ safe_log_backward = binary("safe_log_backward", K.safe_log_backward,
                            "The VJP of safe_log as one op: g / x where x > 0, else 0.")
 safe_log = unary("safe_log", K.safe_log, lambda g, ans, x: safe_log_backward(g, x),
                  "log(x) where x > 0, else 0 (pow's derivative in its exponent, as PyTorch's).")
-sign = unary("sign", K.sign, lambda g, ans, x: _const(np.zeros_like(x._data)),
+sign = unary("sign", K.sign, _zero,
              "Elementwise sign, 0 at 0 and at NaN (the derivative of |x|); its own derivative is 0.")
 # The VJPs of tanh and sigmoid as one fused op each (as PyTorch's tanh_backward): one NumPy
 # pass instead of three tape ops per VJP, and still differentiable, by their own rules.  A compiled
@@ -168,9 +187,19 @@ sigmoid_backward = binary("sigmoid_backward", K.sigmoid_backward,
                           lambda gg, ans, g, y: sigmoid_backward(gg, y), lambda gg, ans, g, y: gg * g * (1 - y * 2),
                           "The VJP of sigmoid written as one op: g * y * (1 - y) where y = sigmoid(x).")
 
-CLIP = defvjp(primitive(lambda x, min, max: np.clip(x, min, max), "clip"),  # noqa: A002
-              lambda g, ans, x, min, max: where(K.inside(x._data, min, max), g, 0))  # noqa: A002
+# clip's VJP as one op, g where min <= x <= max, else 0 (a mask of the values, as an op)
+CLIP_BACKWARD = defvjp(primitive(lambda g, x, min, max: np.where(K.inside(x, min, max), g, 0).astype(g.dtype),  # noqa: A002
+                                 "clip_backward", elementwise=True),
+                       lambda gg, ans, g, x, min, max: clip_backward(gg, x, min, max), _zero)  # noqa: A002
+defjvp(CLIP_BACKWARD, *CLIP_BACKWARD.rules)
+CLIP = defvjp(primitive(lambda x, min, max: np.clip(x, min, max), "clip", elementwise=True),  # noqa: A002
+              lambda g, ans, x, min, max: clip_backward(g, x, min, max))  # noqa: A002
 defjvp(CLIP, *CLIP.rules)  # elementwise: the VJP rule is the JVP rule
+
+
+def clip_backward(g, x, min, max) -> Tensor:  # noqa: A002
+    """The VJP of clip as one op: ``g`` where ``min <= x <= max``, else 0."""
+    return _record(CLIP_BACKWARD, CLIP_BACKWARD.forward(g._data, x._data, min, max), (g, x), {"min": min, "max": max})
 WHERE = defvjp(primitive(lambda x, y, condition: np.where(condition, x, y), "where", broadcasts=True),
                lambda g, ans, x, y, condition: sum_to(where(condition, g, 0), x._data.shape),
                lambda g, ans, x, y, condition: sum_to(where(condition, 0, g), y._data.shape))
@@ -344,15 +373,28 @@ def _expand_reduced(g: Tensor, x: Tensor, axis, keepdims) -> Tensor:
     return broadcast_to(g, x.shape)
 
 
+# Where x attains its max/min over axis, ties splitting the weight: a mask of the values, as an op of
+# derivative 0 (x's cotangent is g * 0; the extremum's, g * 0 summed back to its shape).
+EXTREMUM_WEIGHTS = defvjp(primitive(K.extremum_weights, "extremum_weights"),
+                          lambda g, ans, x, extremum, axis, keepdims: zeros_of(g),
+                          lambda g, ans, x, extremum, axis, keepdims: zeros_of(sum(g, axis, keepdims)))
+defjvp(EXTREMUM_WEIGHTS, lambda t, ans, x, extremum, axis, keepdims: zeros_of(t),
+       lambda t, ans, x, extremum, axis, keepdims: zeros_of(_expand_reduced(t, x, axis, keepdims)))
+
+
+def _extremum_weights(x, ans, axis, keepdims) -> Tensor:
+    return _record(EXTREMUM_WEIGHTS, K.extremum_weights(x._data, ans._data, axis, keepdims), (x, ans),
+                   {"axis": axis, "keepdims": keepdims})
+
+
 def _extremum_vjp(g, ans, x, axis, keepdims):
     # the cotangent goes to the arg-extrema, split equally between ties
-    return _expand_reduced(g, x, axis, keepdims) * _const(K.extremum_weights(x._data, ans._data, axis, keepdims))
+    return _expand_reduced(g, x, axis, keepdims) * _extremum_weights(x, ans, axis, keepdims)
 
 
 def _extremum_jvp(t, ans, x, axis, keepdims):
     # the tangent of the arg-extrema, averaged over ties (the transpose of the VJP's split)
-    weights = _const(K.extremum_weights(x._data, ans._data, axis, keepdims))
-    return sum(t * weights, axis, keepdims)
+    return sum(t * _extremum_weights(x, ans, axis, keepdims), axis, keepdims)
 
 
 # np.add.reduce is np.sum without its Python wrapper (a third of a small sum's time)

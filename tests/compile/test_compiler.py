@@ -349,16 +349,36 @@ def test_a_cell_that_reads_values_runs_eagerly_with_one_warning():
 
 
 def test_a_rule_that_makes_a_constant_from_values_keeps_the_eager_graph_not_baked_in():
+    positive_part = primitive(lambda x: np.maximum(x, 0), "positive_part")
+    defvjp(positive_part, lambda g, ans, x: g * mg.Tensor(x._data > 0))  # a mask from values, in the rule
+
     @mg.compile
     def f(x):
-        return mg.maximum(x, 0.5)  # its rule computes tie weights from the values, outside the tape
+        return positive_part(x)
 
     with pytest.warns(RuntimeWarning, match="keeps its eager graph: .*a VJP rule made a constant of shape"):
-        f(mg.Tensor(np.array([0.0, 1.0]), requires_grad=True))
-    for values, expected in (([0.0, 1.0], [0.0, 1.0]), ([1.0, 0.0], [1.0, 0.0])):  # never the first call's weights
+        f(mg.Tensor(np.array([-1.0, 1.0]), requires_grad=True))
+    for values, expected in (([-1.0, 1.0], [0.0, 1.0]), ([1.0, -1.0], [1.0, 0.0])):  # never the first call's mask
         x = mg.Tensor(np.array(values), requires_grad=True)
         (g,) = mg.grad(f(x).sum(), x)
         np.testing.assert_array_equal(g.data, expected)
+
+
+@pytest.mark.parametrize("fn", [lambda x: mg.maximum(x, 0.5), lambda x: mg.minimum(x, 0.5),
+                                lambda x: mg.clip(x, -0.5, 0.5), lambda x: mg.max(x * x, axis=0),
+                                lambda x: mg.min(x, axis=0)], ids=["maximum", "minimum", "clip", "max", "min"])
+def test_the_rules_that_mask_by_value_compile_as_ops(fn):
+    # their masks were constants made inside the rules, so compile kept the eager graph and scan ran eagerly
+    f = mg.compile(lambda x: (fn(x) * mg.tensor([1.0, 2.0, 3.0])).sum())
+    for values in ([0.5, -2.0, 0.7], [0.1, 0.5, -0.5], [0.5, 0.5, 0.5]):  # ties and other sides at later calls
+        x = mg.Tensor(np.array(values), requires_grad=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = f(x)
+        assert "compiled" in [line.op for line in mg.tape(out)]
+        (g,) = mg.grad(out, x)
+        (expected,) = mg.grad((fn(x) * mg.tensor([1.0, 2.0, 3.0])).sum(), x)
+        np.testing.assert_array_equal(g.data, expected.data)
 
 
 def test_a_tensor_computed_outside_a_compiled_function_is_an_input_of_this_call():

@@ -33,6 +33,9 @@ STEPS = {
     "derivatives": lambda y: ops.tanh_derivative(mg.tanh(y)) * ops.sigmoid_derivative(mg.sigmoid(y)),
     "masks as ops": lambda y: ops.relu_backward(y, y - 0.5) * ops.sign(y) + ops.exponent_less_one(y * 0, y[0] * 0),
     "safe log": lambda y: ops.safe_log(y) + ops.safe_log_backward(y, y - 0.5),
+    "masks of maximum, minimum, clip, max": lambda y: ops.maximum_weights(y, y[0]) + ops.minimum_weights(y[1], y)
+    + ops.clip_backward(y, y * 2, -0.5, 0.5) + ops._extremum_weights(y, mg.max(y, axis=1), (1,), False)
+    + ops.zeros_of(y),
 }
 
 
