@@ -10,7 +10,9 @@ import numpy as np
 
 from . import autograd, entries
 from .modes import MODE
-from .compiler import _record, _Run, _split, flatten, generator_states, set_generator_states, unflatten, walk_back
+from .compiler.pytree import flatten, split_packed, unflatten
+from .compiler.runtime import Run, record_run
+from .compiler.tracing import generator_states, set_generator_states, walk_back
 from .extend import defvjp_argnum, primitive, trust
 from .tensor import Tensor
 
@@ -33,7 +35,7 @@ def _generators(fn) -> list:
     return list(found()) if callable(found) else []
 
 
-class _Checkpoint(_Run):
+class _Checkpoint(Run):
     """One checkpointed call: its inputs, the generator states it started from, its packed outputs."""
 
     def __init__(self, fn, args, tensor_positions, captured, generators, states, out_structure, out_shapes, packed):
@@ -77,13 +79,13 @@ class _Checkpoint(_Run):
             args[k] = x
             standins.append(x)
         outputs = self._rerun(args)
-        seeds = [Tensor._from_array(s) for s in _split(packed_cotangent, self.out_shapes)]
+        seeds = [Tensor._from_array(s) for s in split_packed(packed_cotangent, self.out_shapes)]
         return self._gradients(outputs, standins + self.captured, seeds, create_graph=False)
 
     def _eager_cotangents(self, g: Tensor) -> list:  # create_graph: recompute on the inputs themselves
         outputs = self._rerun(self.args)
         inputs = [self.args[k] for k in self.tensor_positions] + self.captured
-        return self._gradients(outputs, inputs, _split(g, self.out_shapes), create_graph=True)
+        return self._gradients(outputs, inputs, split_packed(g, self.out_shapes), create_graph=True)
 
     @staticmethod
     def _gradients(outputs, inputs, seeds, create_graph: bool) -> list:
@@ -142,4 +144,4 @@ def checkpoint(fn, *args, generators=None):
     run = _Checkpoint(fn, list(args), positions, captured, generators, states, structure, shapes, packed)
     inputs = tuple(args[k] for k in positions) + tuple(captured)
     differentiate = any(x._requires_grad for x in inputs)
-    return unflatten(structure, _record(CHECKPOINT, run, inputs, differentiate))
+    return unflatten(structure, record_run(CHECKPOINT, run, inputs, differentiate))

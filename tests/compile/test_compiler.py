@@ -702,8 +702,8 @@ def test_the_backward_loop_computes_the_gate_derivatives_for_all_steps_at_once()
 @pytest.mark.parametrize("reverse, padded", [(False, False), (True, False), (False, True)])
 def test_the_batched_lines_run_a_chunk_of_steps_at_a_time(monkeypatch, reverse, padded):
     # temporaries of at most 16 elements: chunks of 2 steps (B=2, H=4) over T=5, the last one short
-    monkeypatch.setattr(compiler, "_CHUNK_ELEMENTS", 16)
-    monkeypatch.setattr(compiler, "_CACHE", type(compiler._CACHE)())  # programs made with the small chunks
+    monkeypatch.setattr(compiler.loops, "_CHUNK_ELEMENTS", 16)
+    monkeypatch.setattr(compiler.tracing, "_CACHE", type(compiler.tracing._CACHE)())  # programs of the small chunks
     _, backward = _loop_sources(LSTMCell(3, 4, dtype=np.float64))
     assert "for steps in _chunks(times, 2):" in backward and "f3 = F3[t - lo]" in backward
     assert compiler._chunks([0, 1, 2, 3, 4], 2) == [[4, 3], [2, 1], [0]]
