@@ -111,24 +111,42 @@ def read_tape(inputs: list, result, start: int, structure, requires_grad: list) 
 
 
 def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, differentiate) -> Program:
+    """A trace's program: its forward simplified; with ``differentiate``, the backward derived by reverse
+    mode over the trace, read as nodes, simplified, its weight cotangents as outer-product factors, and
+    both written out with the residuals between them."""
     writer = _Writer()
-    n_args, inputs = len(standins), standins + captured
+    inputs = standins + captured
     input_names = [slots[t] for t in inputs]
     forward_nodes, forward_returns, forward_alias = _simplify(list(nodes), [slots[t] for t in outputs], shapes)
     if not differentiate:
         source = _write(writer, "forward", input_names, forward_nodes, forward_returns)
-        program = Program(source, None, writer.namespace, n_args, len(outputs), [], [], {}, [])
+        program = Program(source, None, writer.namespace, len(standins), len(outputs), [], [], {}, [])
         program.parts = _Parts(writer, input_names, forward_nodes, forward_returns, [], None, None, [])
         return program
-
     differentiable = [i for i, t in enumerate(inputs)
-                      if (requires_grad[i] if i < n_args else t._requires_grad) and t.dtype.kind == "f"]
+                      if (requires_grad[i] if i < len(standins) else t._requires_grad) and t.dtype.kind == "f"]
     grads, seeds, start = _trace_backward(outputs, [inputs[i] for i in differentiable], inputs)
+    bshapes = dict(shapes, **{f"g{k}": (g.shape, g.dtype) for k, g in enumerate(seeds)})
+    bnodes, returns = _backward_nodes(grads, seeds, start, slots, forward_alias, nodes, writer, bshapes)
+    bnodes, returns, _ = _simplify(bnodes, returns, bshapes)
+    bnodes = _drop_broadcasts(bnodes, returns, bshapes)
+    outer = _outer_factors(bnodes, returns, differentiable, len(standins), bshapes)
+    needed = [name for r in returns for name in (r if isinstance(r, tuple) else (r,)) if name != "None"]
+    bnodes, _, _ = _simplify(bnodes, needed, bshapes)
+    bnodes = _write_blocks_in_place(_fuse_slice_cotangents(bnodes, returns, bshapes), returns)
+    return _written(writer, standins, captured, outputs, slots, input_names, forward_nodes, forward_returns, seeds,
+                    bnodes, returns, needed, differentiable, outer, bshapes)
 
-    # The backward program's values: the seeds, forward values (residuals) and its own nodes.
+
+def _backward_nodes(grads, seeds, start, slots, forward_alias, nodes, writer, bshapes) -> tuple[list, list]:
+    """The nodes the VJP rules recorded since entry ``start`` on the way to ``grads``, in order, and the
+    names of the cotangents they return: the seeds are ``g0, g1, ...``, forward values keep their
+    names, numbers in the rules (``1 - y``) become constants, the rest ``b0, b1, ...``.
+
+    Raises:
+        TraceError: a rule made a constant array, or an array parameter, from values (no op recorded it).
+    """
     names = {g: f"g{k}" for k, g in enumerate(seeds)}
-    bshapes = dict(shapes)
-    bshapes.update({f"g{k}": (g.shape, g.dtype) for k, g in enumerate(seeds)})
     forward_params = {id(v) for n in nodes for v in n.params.values()}
     order, stack, seen = [], [g for g in grads if g is not None], set()
     while stack:
@@ -156,21 +174,21 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
         order.append((entry.index, t))
         stack.extend(entry.inputs)
     order.sort(key=lambda pair: pair[0])
-    bnodes = []
     for k, (_, t) in enumerate(order):
         names[t] = f"b{k}"
         bshapes[f"b{k}"] = (t.shape, t.dtype)
-    for _, t in order:
-        entry = t._entry
-        bnodes.append(_Node(names[t], entry.op, tuple(names[x] for x in entry.inputs), entry.params, t.shape, t.dtype))
-    bnodes, returns, _ = _simplify(bnodes, [names[g] if g is not None else "None" for g in grads], bshapes)
-    bnodes = _drop_broadcasts(bnodes, returns, bshapes)
+    bnodes = [_Node(names[t], t._entry.op, tuple(names[x] for x in t._entry.inputs), t._entry.params, t.shape, t.dtype)
+              for _, t in order]
+    return bnodes, [names[g] if g is not None else "None" for g in grads]
 
-    # A captured input's cotangent ``left.T @ right``: return the two factors, so that a loop sums
-    # every step's term in one matmul over the stacked factors (as hand-written BPTT does).
+
+def _outer_factors(bnodes, returns, differentiable, n_args, bshapes) -> list:
+    """The captured inputs whose cotangent is ``left.T @ right`` of matrices (a weight's): their
+    ``returns`` become the two factors ``(left, right)``, so that a loop sums every step's term in one
+    matmul over the stacked factors, as hand-written BPTT does.  Returns their positions."""
     producers = {n.out: n for n in bnodes}
     uses = collections.Counter(a for n in bnodes for a in n.args)
-    outer = []
+
     def factors(name):
         """(left, right) if ``name`` is ``matmul(transpose(left), right)`` of matrices, used only here."""
         node = producers.get(name)
@@ -180,6 +198,7 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
             return left.args[0], node.args[1]
         return None
 
+    outer = []
     for j, i in enumerate(differentiable):
         if i < n_args or returns[j] == "None" or uses[returns[j]]:
             continue
@@ -191,11 +210,13 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
         if pair is not None:
             returns[j] = pair
             outer.append(j)
-    needed = [name for r in returns for name in (r if isinstance(r, tuple) else (r,)) if name != "None"]
-    bnodes, _, _ = _simplify(bnodes, needed, bshapes)
-    bnodes = _write_blocks_in_place(_fuse_slice_cotangents(bnodes, returns, bshapes), returns)
+    return outer
 
-    # Residuals: the forward values the backward reads; captured ones are passed once per call.
+
+def _written(writer, standins, captured, outputs, slots, input_names, forward_nodes, forward_returns, seeds,
+             bnodes, returns, needed, differentiable, outer, bshapes) -> Program:
+    """Both programs written out: the forward returns the residuals (the forward values the backward
+    reads); the captured ones are passed to the backward once per call."""
     read = {a for n in bnodes for a in n.args} | set(needed)
     captured_read = [k for k, t in enumerate(captured) if slots[t] in read]
     produced = [n.out for n in forward_nodes] + [slots[t] for t in standins]
@@ -203,7 +224,7 @@ def _build(standins, captured, outputs, slots, shapes, nodes, requires_grad, dif
     forward_source = _write(writer, "forward", input_names, forward_nodes, forward_returns + residuals)
     backward_args = [f"g{k}" for k in range(len(seeds))] + residuals + [slots[captured[k]] for k in captured_read]
     backward_source = _write(writer, "backward", backward_args, bnodes, returns)
-    program = Program(forward_source, backward_source, writer.namespace, n_args, len(outputs), residuals,
+    program = Program(forward_source, backward_source, writer.namespace, len(standins), len(outputs), residuals,
                       differentiable, outer, captured_read)
     program.parts = _Parts(writer, input_names, forward_nodes, forward_returns, residuals, bnodes, returns,
                            [slots[captured[k]] for k in captured_read], bshapes)
