@@ -47,14 +47,13 @@ from .tracing import (
 from .loops import _loop_source, _loops, _widen
 from .donation import _donate, _recompute, refuse_donated
 from .runtime import CALL, SCAN, _Call, _Loop, record_run
-
-
 from . import loops, tracing  # noqa: F401 - the stages, for the tests to reach into
 from .donation import donatable  # noqa: F401 - read by the sequence driver
 from .loops import _chunks  # noqa: F401 - read by the tests
 from .tracing import _CACHE, STATS, walk_back  # noqa: F401 - the cache and its statistics, read by the benchmarks
 
 __all__ = ["Compiled", "Program", "TraceError", "compile", "scan", "scan_source", "trace"]
+
 
 def _eager_scan(step, init, xs, reverse, masks):
     """The reference semantics of :func:`scan`: the loop in Python, every op on the tape."""

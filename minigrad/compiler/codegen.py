@@ -219,7 +219,7 @@ class Program:
         return self.forward_source + ("\n\n" + self.backward_source if self.backward_source else "")
 
 
-# --------------------------------------------------------------------------- scan
+# --------------------------------------------------------------------------- the loops' unpacking lines
 def _unpack(names: list, source: str) -> str:
     return f"{', '.join(names)}, = {source}" if names else f"_ = {source}"
 

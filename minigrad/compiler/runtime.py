@@ -159,7 +159,7 @@ for _op in (SCAN, CALL):
     trust(defvjp_argnum(_op, lambda i, g, ans, inputs, run: run.cotangent(i, g)))
 
 
-# --------------------------------------------------------------------------- compile
+# --------------------------------------------------------------------------- a compiled call
 class _Call(Run):
     """One call of a compiled function (:func:`compile`)."""
 
