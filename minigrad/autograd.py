@@ -26,7 +26,6 @@ from .modes import MODE, check_finite
 from .tensor import Tensor
 
 
-
 def _on_path(order: list, targets) -> set:
     """The tensors of ``order`` from which some target is reachable: the only ones ``grad`` must visit."""
     on_path = set()

@@ -117,9 +117,6 @@ minimum = binary("minimum", np.minimum,
 neg = unary("neg", np.negative, lambda g, ans, x: -g, "-x.")
 
 
-# How much of maximum's (minimum's) cotangent goes to x: 1 where it wins, 1/2 on a tie, 0 where it
-# loses.  Masks computed from the values are ops (of derivative 0), not constants a rule makes, so
-# every rule is an expression of ops and a compiled program recomputes them (as relu_backward).
 # Zeros of a tensor's shape as an op, not a constant a rule makes: the derivative of a mask, 0 even
 # where the cotangent is inf or NaN (as PyTorch's), and a compiled program writes it like any op.
 ZEROS_LIKE = defvjp(primitive(np.zeros_like, "zeros_like", elementwise=True), lambda g, ans, x: zeros_of(g))
@@ -132,6 +129,9 @@ def zeros_of(x: Tensor) -> Tensor:
 
 
 _zero = lambda g, ans, *inputs, **params: zeros_of(g)  # noqa: E731 - the derivative of a mask
+# How much of maximum's (minimum's) cotangent goes to x: 1 where it wins, 1/2 on a tie, 0 where it
+# loses.  Masks computed from the values are ops (of derivative 0), not constants a rule makes, so
+# every rule is an expression of ops and a compiled program recomputes them (as relu_backward).
 maximum_weights = binary("maximum_weights", lambda x, y: K.tie_weights(x, y, np.less), _zero, _zero,
                          "The share of maximum's cotangent x gets: 1 where x > y, 1/2 where x == y, else 0.")
 minimum_weights = binary("minimum_weights", lambda x, y: K.tie_weights(x, y, np.greater), _zero, _zero,
@@ -200,6 +200,8 @@ defjvp(CLIP, *CLIP.rules)  # elementwise: the VJP rule is the JVP rule
 def clip_backward(g, x, min, max) -> Tensor:  # noqa: A002
     """The VJP of clip as one op: ``g`` where ``min <= x <= max``, else 0."""
     return _record(CLIP_BACKWARD, CLIP_BACKWARD.forward(g._data, x._data, min, max), (g, x), {"min": min, "max": max})
+
+
 WHERE = defvjp(primitive(lambda x, y, condition: np.where(condition, x, y), "where", broadcasts=True),
                lambda g, ans, x, y, condition: sum_to(where(condition, g, 0), x._data.shape),
                lambda g, ans, x, y, condition: sum_to(where(condition, 0, g), y._data.shape))

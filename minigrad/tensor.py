@@ -119,10 +119,13 @@ class Tensor:
     # ----------------------------------------------------------------- array-like protocol
     @property
     def data(self) -> np.ndarray:
-        refuse_value_read("Tensor.data")
-        if type(self._data) is DonatedArray:
-            self._data.refuse()
-        return self._data
+        """The values, the array itself (shared, not copied), as ``torch.Tensor.data``.
+
+        Raises:
+            TraceError: read while ``minigrad.compile``/``scan`` traces a step.
+            RuntimeError: the tensor was donated to a compiled loop (``scan(..., donate_xs=True)``).
+        """
+        return self._array_for("Tensor.data")
 
     @data.setter
     def data(self, value):
@@ -144,16 +147,19 @@ class Tensor:
         return len(self._data)
 
     def __array__(self, dtype=None, copy=None):
-        refuse_value_read("np.asarray(tensor)")
-        if type(self._data) is DonatedArray:
-            self._data.refuse()
+        self._array_for("np.asarray(tensor)")
         if dtype is not None and dtype != self._data.dtype:
             return self._data.astype(dtype)
         return self._data.copy() if copy else self._data
 
     def numpy(self) -> np.ndarray:
         """The underlying array (shared, not copied), as ``torch.Tensor.numpy()``."""
-        refuse_value_read("Tensor.numpy()")
+        return self._array_for("Tensor.numpy()")
+
+    def _array_for(self, where):
+        # The reads that hand out the array itself: refused while tracing, and refused for a donated
+        # array (its own methods refuse, but an array handed out would slip past them).
+        refuse_value_read(where)
         if type(self._data) is DonatedArray:
             self._data.refuse()
         return self._data

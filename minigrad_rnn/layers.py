@@ -131,6 +131,12 @@ def _sequence(cell, x: Tensor, state, masks, reverse: bool, keep_states: bool, c
     return _time_loop(cell, projected, state, masks, reverse, keep_states, compile, donate)
 
 
+def _generators(cell) -> list:
+    """The random generators ``cell`` may draw from (:meth:`minigrad.nn.Module.generators`); none for a
+    cell that is no Module."""
+    return getattr(cell, "generators", list)()
+
+
 def _time_loop(cell, projected: Tensor, state, masks, reverse: bool, keep_states: bool, compile: bool,  # noqa: A002
                donate: bool = False):
     """The time loop over the projected input, compiled (:func:`minigrad.scan`, which may write over
@@ -142,8 +148,9 @@ def _time_loop(cell, projected: Tensor, state, masks, reverse: bool, keep_states
     """
     if compile and not keep_states:
         steps = tree_leaves(projected)[0].shape[0]  # one step runs eagerly: no generators to look for
+        generators = _generators(cell) if steps > 1 else ()
         final, out = scan(lambda carry, x_t: _carry_first(cell.step(x_t, carry)), state, projected,
-                          reverse=reverse, masks=masks, donate_xs=donate, generators=getattr(cell, "generators", list)() if steps > 1 else ())
+                          reverse=reverse, masks=masks, donate_xs=donate, generators=generators)
         return out, final, None
     outputs, final, states = _run(cell, projected, state, masks, reverse, keep_states)
     return _stack_outputs(outputs), final, states
@@ -171,7 +178,7 @@ def _checkpointed(cell, x, state, masks, reverse, compile, k):  # noqa: A002
     (one per sequence), and ``step`` draws on from where it was.  A cell whose ``project`` draws per
     step has its whole sequence projected once instead (O(T) memory, the same values).
     """
-    generators = getattr(cell, "generators", list)()  # a cell that is no Module draws from none
+    generators = _generators(cell)
     T = x.shape[0]
     starts = list(range(0, T, k))
     per_segment = not _draws_depend_on_length(cell, x, generators)

@@ -45,12 +45,9 @@ from .tracing import (
     _Trace, _program, check_same_program, generator_states, read_tape, set_generator_states, trace,
 )
 from .loops import _loop_source, _loops, _widen
-from .donation import _donate, _recompute, refuse_donated
+from .donation import _donate, _recompute, donatable, refuse_donated  # noqa: F401 - donatable: for the driver
 from .runtime import CALL, SCAN, _Call, _Loop, record_run
-from . import loops, tracing  # noqa: F401 - the stages, for the tests to reach into
-from .donation import donatable  # noqa: F401 - read by the sequence driver
-from .loops import _chunks  # noqa: F401 - read by the tests
-from .tracing import _CACHE, STATS, walk_back  # noqa: F401 - the cache and its statistics, read by the benchmarks
+from .tracing import STATS  # noqa: F401 - the programs built and their cost, read by the benchmarks
 
 __all__ = ["Compiled", "Program", "TraceError", "compile", "scan", "scan_source", "trace"]
 
@@ -193,7 +190,7 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     states = generator_states(generators)
     try:
         result = _compiled_scan(step, carry_leaves, carry_structure, x_leaves, x_structure, reverse, masks,
-                                donate_xs, generators)
+                                donate_xs, generators, states)
     except TraceError as error:
         set_generator_states(generators, states)  # eager draws what it would have drawn
         warnings.warn(f"scan: running the loop eagerly: {error}", RuntimeWarning, stacklevel=2)
@@ -202,11 +199,13 @@ def scan(step, init, xs, reverse: bool = False, masks=None, compile: bool = True
     return _eager_scan(step, init, xs, reverse, masks) if result is None else result
 
 
-def _compiled_scan(step, carry_leaves, carry_structure, x_leaves, x_structure, reverse, masks, donate_xs, generators):
+def _compiled_scan(step, carry_leaves, carry_structure, x_leaves, x_structure, reverse, masks, donate_xs, generators,
+                   states):
     """:func:`scan` compiled: the first step traced, every step but the last run as its program (ONE
     tape entry), then the last step traced on that entry's outputs: its graph is the real one, so
     the final carry's hooks and ``retain_grad`` see every term, as eager's; and its program must be
     the first's.  None where the loop must run eagerly without a warning (outputs of several dtypes).
+    ``states``: ``generators``' states before the loop, which the first step must leave as they were.
 
     Raises:
         TraceError: the step cannot be compiled (it reads values, changes a tensor in place, draws
@@ -214,7 +213,6 @@ def _compiled_scan(step, carry_leaves, carry_structure, x_leaves, x_structure, r
     """
     T, nc = x_leaves[0].shape[0], len(carry_leaves)
     times = list(range(T - 1, -1, -1)) if reverse else list(range(T))
-    states = generator_states(generators)
     tr = _trace_step(step, carry_leaves, carry_structure, x_leaves, x_structure, times[0])
     if generator_states(generators) != states:
         raise TraceError("the step draws from its module's random generator (a mask drawn at every step); one "
@@ -268,8 +266,7 @@ def _last_step(step, carry_leaves, carry_structure, x_t, x_structure, t: int, ma
     """
     standins = [v if v._requires_grad else _leaf_requiring_grad(v._data) for v in list(carry_leaves) + x_t]
     tr = _trace_step(step, carry_leaves, carry_structure, x_t, x_structure, t, standins, x_requires)
-    if first is not None:
-        check_same_program(first, tr, "the step")
+    check_same_program(first, tr, "the step")
     outputs = tr.outputs if differentiate else [Tensor._from_array(o._data) for o in tr.outputs]
     new_carry, y = unflatten(tr.out_structure, outputs)
     mask = None if masks is None else masks[t]
@@ -354,7 +351,8 @@ class Compiled:
         except TypeError:
             return None
         if not all(t._requires_grad for t in outputs) or len({t.dtype for t in outputs}) != 1 \
-                or outputs[0].dtype.kind != "f" or len(set(outputs)) != len(outputs) or len(set(leaves)) != len(leaves):
+                or outputs[0].dtype.kind != "f" or len(set(outputs)) != len(outputs) or len(set(leaves)) != len(leaves) \
+                or any(t._entry is None or t._entry.index < start for t in outputs):  # an output fn did not compute
             return None
         tr = read_tape(leaves, result, start, structure, [t._requires_grad for t in leaves])
         for t in tr.order:
@@ -366,9 +364,7 @@ class Compiled:
                     entries.check_versions(t, entry)
                 except RuntimeError:
                     return None  # backward refuses it, as it refuses eager's graph
-        if any(t._entry is None or t._entry.index < start for t in outputs) or _an_output_feeds_another(outputs, start):
-            return None
-        return tr
+        return None if _an_output_feeds_another(outputs, start) else tr
 
     def _program(self, tr: _Trace) -> Program | None:
         key = tr.key

@@ -91,20 +91,20 @@ def read_tape(inputs: list, result, start: int, structure, requires_grad: list) 
         slots[t] = f"c{k}"
     for k, t in enumerate(order):
         slots[t] = f"v{k}"
-    entries = [t._entry for t in order]
-    wiring = [tuple(slots[x] for x in entry.inputs) for entry in entries]
+    recorded = [t._entry for t in order]  # their tape entries, in the order they ran
+    wiring = [tuple(slots[x] for x in entry.inputs) for entry in recorded]
     # Every call of a scan traces, and most find their program cached: the key is made from the
     # tape directly, and the nodes only when a program is built.
     key = (
         tuple((t.shape, t.dtype.str) for t in inputs), tuple(requires_grad), structure, out_structure,
         tuple((t.shape, t.dtype.str, t._requires_grad) for t in captured),
-        tuple((id(e.op), w, tuple((k, _param_key(v)) for k, v in e.params.items())) for e, w in zip(entries, wiring)),
+        tuple((id(e.op), w, tuple((k, _param_key(v)) for k, v in e.params.items())) for e, w in zip(recorded, wiring)),
         tuple(slots[t] for t in outputs),
     )
 
     def build(differentiate: bool) -> Program:
         shapes = {slots[t]: (t.shape, t.dtype) for t in inputs + captured + order}
-        nodes = [_Node(slots[t], e.op, w, e.params, t.shape, t.dtype) for t, e, w in zip(order, entries, wiring)]
+        nodes = [_Node(slots[t], e.op, w, e.params, t.shape, t.dtype) for t, e, w in zip(order, recorded, wiring)]
         return _build(inputs, captured, outputs, slots, shapes, nodes, requires_grad, differentiate)
 
     return _Trace(key, captured, outputs, out_structure, build, order, slots)

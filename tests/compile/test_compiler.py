@@ -706,7 +706,7 @@ def test_the_batched_lines_run_a_chunk_of_steps_at_a_time(monkeypatch, reverse, 
     monkeypatch.setattr(compiler.tracing, "_CACHE", type(compiler.tracing._CACHE)())  # programs of the small chunks
     _, backward = _loop_sources(LSTMCell(3, 4, dtype=np.float64))
     assert "for steps in _chunks(times, 2):" in backward and "f3 = F3[t - lo]" in backward
-    assert compiler._chunks([0, 1, 2, 3, 4], 2) == [[4, 3], [2, 1], [0]]
+    assert compiler.loops._chunks([0, 1, 2, 3, 4], 2) == [[4, 3], [2, 1], [0]]
     x_array, weights = np.random.default_rng(1).standard_normal((5, 2, 3)), np.linspace(-1, 1, 5 * 2 * 8)
     lengths = [5, 3] if padded else None
     make = lambda: LSTM(3, 4, bidirectional=reverse, dtype=np.float64, rng=np.random.default_rng(0))
